@@ -1,0 +1,247 @@
+"""Executor for independent per-subject jobs.
+
+* Local (default): a process pool of ``nprocs`` workers; each job runs in a fresh process
+  (``max_tasks_per_child=1``), so its peak memory is measured exactly and a crash (even a segfault
+  in a C library) cannot take other subjects down.
+* Cluster: with ``scheduler`` (a ``dask.distributed`` address such as ``tcp://host:8786``) the same
+  job function is submitted to the cluster.
+* Threads: BLAS/OpenMP/ITK/numba threads of each job are capped to ``omp_nthreads`` through the
+  environment variables listed in :data:`THREAD_ENV`, set before the worker imports numpy.
+* Logs: each job writes ``OUTPUT_DIR/logs/<job name>.log``; failures are collected and reported at
+  the end (or raised at once with ``stop_on_first_crash``).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+log = logging.getLogger("hfsmri")
+
+
+@dataclass
+class Job:
+    """One unit of work: ``fn(*args, **kwargs)``; ``name`` is used for the log file (``sub-01``)."""
+
+    name: str
+    fn: Callable
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    mem_mb: float | None = None  # estimated peak memory, used to bound concurrency
+
+
+@dataclass
+class JobResult:
+    name: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+    peak_mb: float | None = None
+    log_file: str | None = None
+
+
+class JobFailed(RuntimeError):
+    """Raised with ``stop_on_first_crash`` when a job fails."""
+
+    def __init__(self, result: JobResult):
+        self.result = result
+        super().__init__(f"{result.name} failed: {result.error}")
+
+
+def thread_env(omp_nthreads: int) -> dict[str, str]:
+    n = str(max(1, int(omp_nthreads)))
+    return {k: n for k in THREAD_ENV}
+
+
+def _peak_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 1024.0 / 1024.0
+
+
+def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None) -> JobResult:
+    """Run one job in the current process, with its own log file; never raises."""
+    if omp_nthreads:
+        os.environ.update(thread_env(omp_nthreads))
+    logger = logging.getLogger("hfsmri")
+    handler = None
+    log_file = None
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        log_file = str(Path(log_dir) / f"{job.name}.log")
+        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > level:
+            logger.setLevel(level)
+    t0 = time.perf_counter()
+    try:
+        logger.info("%s: start", job.name)
+        value = job.fn(*job.args, **job.kwargs)
+        secs = time.perf_counter() - t0
+        peak = _peak_mb()
+        logger.info("%s: done in %.1f s (peak memory %.0f MB%s)", job.name, secs, peak,
+                    f", estimate {job.mem_mb:.0f} MB" if job.mem_mb else "")
+        return JobResult(job.name, True, value=value, seconds=secs, peak_mb=peak, log_file=log_file)
+    except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt in workers
+        from .errors import HfsmriError
+
+        secs = time.perf_counter() - t0
+        tb = traceback.format_exc()
+        msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
+        logger.error("%s: failed after %.1f s: %s", job.name, secs, msg)
+        logger.debug(tb)
+        return JobResult(job.name, False, error=msg, traceback=tb, seconds=secs, peak_mb=_peak_mb(),
+                         log_file=log_file)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _concurrency(jobs: list[Job], nprocs: int, mem_mb: float | None) -> int:
+    n = max(1, min(int(nprocs), len(jobs)))
+    if mem_mb:
+        est = max((j.mem_mb or 0) for j in jobs) if jobs else 0
+        if est > 0:
+            n = max(1, min(n, int(mem_mb // est)))
+    return n
+
+
+def default_nprocs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)
+
+
+def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | None = None,
+             log_dir: str | Path | None = None, stop_on_first_crash: bool = False,
+             scheduler: str | None = None, mem_mb: float | None = None, progress: bool | None = None,
+             level: int = logging.INFO) -> list[JobResult]:
+    """Run independent jobs; results are returned in the order of ``jobs``.
+
+    Parameters
+    ----------
+    nprocs : parallel jobs (default: all cores); reduced so that the sum of the jobs' memory
+        estimates stays below ``mem_mb`` when both are known.
+    omp_nthreads : threads per job (default: ``max(1, cores // nprocs)``).
+    scheduler : dask.distributed scheduler address; when given the jobs run there.
+    stop_on_first_crash : raise :class:`JobFailed` at the first failure (pending jobs cancelled).
+    """
+    if not jobs:
+        return []
+    nprocs = nprocs or default_nprocs()
+    workers = _concurrency(jobs, nprocs, mem_mb)
+    omp = omp_nthreads or max(1, default_nprocs() // workers)
+    log_dir = str(log_dir) if log_dir else None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if mem_mb and workers < min(nprocs, len(jobs)):
+        log.info("memory limit %.0f MB: running %d job(s) at a time (estimate %.0f MB each)",
+                 mem_mb, workers, max(j.mem_mb or 0 for j in jobs))
+    if scheduler:
+        return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level)
+    if workers == 1:
+        results = []
+        saved = {k: os.environ.get(k) for k in THREAD_ENV}
+        try:
+            for job in _progress(jobs, progress):
+                res = run_one(job, log_dir, level, omp)
+                results.append(res)
+                if not res.ok and stop_on_first_crash:
+                    raise JobFailed(res)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return results
+    return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
+
+
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="subjects", unit="job")
+
+
+def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level) -> list[JobResult]:
+    # Children inherit the environment at spawn time: cap threads before numpy is imported there.
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(thread_env(omp))
+    ctx = mp.get_context("spawn")
+    results: dict[int, JobResult] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="subjects", unit="job")
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run_one, job, log_dir, level, omp): i for i, job in enumerate(jobs)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = futures[fut]
+                    try:
+                        res = fut.result()
+                    except BaseException as exc:  # worker died (segfault, OOM kill)
+                        res = JobResult(jobs[i].name, False,
+                                        error=f"worker process died ({type(exc).__name__}: {exc})")
+                    results[i] = res
+                    if bar is not None:
+                        bar.update(1)
+                    if not res.ok and stop_on_first_crash:
+                        for f in pending:
+                            f.cancel()
+                        raise JobFailed(res)
+    finally:
+        if bar is not None:
+            bar.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return [results[i] for i in range(len(jobs))]
+
+
+def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
+    from distributed import Client, as_completed
+
+    client = address if not isinstance(address, str) else Client(address)
+    try:
+        futures = [client.submit(run_one, job, log_dir, level, omp, key=f"hfsmri-{job.name}-{i}", pure=False)
+                   for i, job in enumerate(jobs)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: dict[int, JobResult] = {}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except BaseException as exc:
+                res = JobResult(jobs[index[fut.key]].name, False, error=f"dask task failed: {exc}")
+            results[index[fut.key]] = res
+            if not res.ok and stop_on_first_crash:
+                client.cancel(futures)
+                raise JobFailed(res)
+        return [results[i] for i in range(len(jobs))]
+    finally:
+        if isinstance(address, str):
+            client.close()

@@ -1,0 +1,213 @@
+"""Run plans for the participant and group levels, and the contexts handed to the stages.
+
+Participant level: one job per subject (and session). A job runs the participant stages in
+:data:`hfsmri.analyses.STAGE_ORDER` (anat -> dwi -> func -> conn); a stage runs when one of its
+analyses is requested (or a later requested stage needs it) and the subject has its input. The
+anatomical stage also runs whenever a T1w exists and any modality is requested, because the other
+stages reuse its T1w -> MNI transform. A failing stage does not stop the other stages of that
+subject; the job reports every failure at the end.
+
+Group level: each stage package with requested analyses gets a :class:`GroupContext`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyses import STAGE_NEEDS, STAGE_OF, STAGE_ORDER
+from .bids import Dataset, SubjectInputs
+from .derivatives import Derivatives
+from .errors import HfsmriError
+from .parallel import Job, run_jobs
+
+log = logging.getLogger("hfsmri")
+
+
+@dataclass
+class ParticipantContext:
+    """Everything a participant stage needs for one subject/session (see docs/architecture.md)."""
+
+    subject: str
+    session: str | None
+    inputs: SubjectInputs
+    out: Derivatives
+    work_dir: Path
+    analyses: dict
+    preprocessing: dict = field(default_factory=dict)
+    flip: bool = False
+    seed: int = 0
+    omp_nthreads: int = 1
+    log: Any = None
+    anat: dict = field(default_factory=dict)
+    func: dict = field(default_factory=dict)
+    dwi: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.log is None:
+            self.log = logging.getLogger(f"hfsmri.sub-{self.subject}")
+        self.work_dir = Path(self.work_dir)
+
+
+@dataclass
+class GroupContext:
+    """Everything a group stage needs."""
+
+    study: Any
+    out: Derivatives
+    analyses: dict
+    stats: dict
+    seed: int = 0
+    nprocs: int = 1
+    log: Any = None
+    scheduler: str | None = None
+    work_dir: Path | None = None
+    participant_summaries: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.log is None:
+            self.log = logging.getLogger("hfsmri.group")
+
+
+@dataclass
+class RunOptions:
+    """Command-line options that shape a run."""
+
+    nprocs: int | None = None
+    omp_nthreads: int | None = None
+    mem_mb: float | None = None
+    scheduler: str | None = None
+    random_seed: int | None = None
+    stop_on_first_crash: bool = False
+    skip: tuple = ()
+    work_dir: Path | None = None
+    log_level: int = logging.INFO
+
+
+def stages_for(analyses, si: SubjectInputs) -> list[str]:
+    """Participant stages to run for one subject, in order."""
+    wanted = {STAGE_OF[a] for a in analyses}
+    for st in list(wanted):
+        wanted.update(STAGE_NEEDS.get(st, ()))
+    if wanted and si.t1w is not None:
+        wanted.add("anat")
+    return [st for st in STAGE_ORDER if st in wanted and si.has(st)]
+
+
+def _stage_module(stage: str, level: str):
+    try:
+        return importlib.import_module(f"hfsmri.{stage}.{level}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith(f"hfsmri.{stage}"):
+            raise HfsmriError(f"the {stage} {level} stage is not available in this version of hfsmri") from None
+        raise
+
+
+def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
+    """Run the stages of one subject; raises at the end if any stage failed."""
+    summary: dict = {"subject": ctx.subject, "session": ctx.session, "flipped": ctx.flip, "stages": {}}
+    failures = []
+    for stage in stages:
+        ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
+        try:
+            mod = _stage_module(stage, "participant")
+            summary["stages"][stage] = mod.run(ctx) or {}
+        except Exception as exc:  # one stage failing must not hide the others' results
+            from .errors import HfsmriError as _E
+
+            msg = str(exc) if isinstance(exc, _E) else f"{type(exc).__name__}: {exc}"
+            ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, _E))
+            failures.append(f"{stage}: {msg}")
+            summary["stages"][stage] = {"error": msg}
+    path = ctx.out.subject_dir(ctx.subject, ctx.session) / (
+        f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
+    ctx.out.save_json(summary, path)
+    if failures:
+        raise HfsmriError("; ".join(failures))
+    return summary
+
+
+def estimate_job_mb(si: SubjectInputs) -> float:
+    """Rough peak-memory estimate (MB) of one participant job from its input image sizes.
+
+    Float64 copies of the largest 4D input dominate (about 6 copies during cleaning and
+    registration), plus ~1.5 GB for ANTs registration and the Python/library baseline.
+    """
+    import nibabel as nib
+
+    largest = 0
+    for p in (si.bold, si.fmriprep_bold, si.dwi, si.qsiprep_dwi, si.t1w):
+        if p is None:
+            continue
+        try:
+            shape = nib.load(str(p)).shape
+        except Exception:
+            continue
+        n = 1
+        for s in shape:
+            n *= int(s)
+        largest = max(largest, n)
+    return 1500.0 + 6 * 8 * largest / 1e6
+
+
+def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOptions) -> list[Job]:
+    """One :class:`~hfsmri.parallel.Job` per subject/session that has something to run."""
+    analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
+    seed = options.random_seed if options.random_seed is not None else int(study.stats.get("random_seed", 0))
+    work_root = Path(options.work_dir) if options.work_dir else out.root / "work"
+    jobs = []
+    for (sub, ses), si in sorted(dataset.inputs.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if sub not in study.participants.index:
+            log.info("sub-%s: not in participants.tsv (or excluded): skipped", sub)
+            continue
+        stages = stages_for(analyses, si)
+        if not stages:
+            log.info("%s: no input for the requested analyses: skipped", si.key)
+            continue
+        ctx = ParticipantContext(
+            subject=sub, session=ses, inputs=si, out=out,
+            work_dir=work_root / si.key, analyses=analyses,
+            preprocessing=study.preprocessing, flip=study.flipped(sub), seed=seed,
+            omp_nthreads=options.omp_nthreads or 1)
+        jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages), mem_mb=estimate_job_mb(si)))
+    return jobs
+
+
+def run_participant_level(study, dataset: Dataset, out: Derivatives, options: RunOptions):
+    jobs = plan_participant(study, dataset, out, options)
+    log.info("participant level: %d job(s): %s", len(jobs), ", ".join(j.name for j in jobs) or "none")
+    results = run_jobs(jobs, nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
+                       log_dir=out.logs_dir, stop_on_first_crash=options.stop_on_first_crash,
+                       scheduler=options.scheduler, mem_mb=options.mem_mb, level=options.log_level)
+    return results
+
+
+def group_stages(analyses) -> list[str]:
+    wanted = {STAGE_OF[a] for a in analyses}
+    return [st for st in STAGE_ORDER if st in wanted]
+
+
+def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
+    analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
+    seed = options.random_seed if options.random_seed is not None else int(study.stats.get("random_seed", 0))
+    gctx = GroupContext(study=study, out=out, analyses=analyses, stats=dict(study.stats), seed=seed,
+                        nprocs=options.nprocs or 1, scheduler=options.scheduler,
+                        work_dir=Path(options.work_dir) if options.work_dir else out.root / "work")
+    results, failures = {}, []
+    for stage in group_stages(analyses):
+        log.info("group level: %s stage", stage)
+        try:
+            results[stage] = _stage_module(stage, "group").run(gctx) or {}
+        except Exception as exc:
+            msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
+            log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
+            failures.append(f"{stage}: {msg}")
+            results[stage] = {"error": msg}
+            if options.stop_on_first_crash:
+                break
+    out.save_json(results, out.root / "group" / "group_summary.json")
+    if failures:
+        raise HfsmriError("group level failed for " + "; ".join(failures))
+    return results
