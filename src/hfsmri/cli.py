@@ -178,6 +178,22 @@ def validate_bids_app_args(args) -> None:
         raise HfsmriError(f"--mem-mb must be positive, got {args.mem_mb}")
 
 
+def _write_run_info(args, study, dataset, out) -> None:
+    """Bookkeeping for the report: included participants, inputs per subject, run settings."""
+    from .derivatives import save_tsv_atomic, write_json_atomic
+
+    parts = study.participants.copy()
+    save_tsv_atomic(parts, args.output_dir / "participants.tsv")
+    save_tsv_atomic(dataset.table(), out.logs_dir / "inputs.tsv")
+    info = {"bids_dir": str(args.bids_dir.resolve()), "study": str(args.study) if args.study else None,
+            "excluded": dict(study.excluded), "flip_to": study.flip_to,
+            "flipped": [f"sub-{s}" for s in study.labels if study.flipped(s)],
+            "participant_label": args.participant_label, "skip": list(args.skip),
+            "random_seed": args.random_seed if args.random_seed is not None else study.stats["random_seed"]}
+    write_json_atomic(out.logs_dir / f"run_info_{args.analysis_level}.json", info)
+    write_json_atomic(out.logs_dir / "run_info.json", info)
+
+
 def run_bids_app(args) -> int:
     from .bids import discover
     from .derivatives import Derivatives
@@ -203,8 +219,7 @@ def run_bids_app(args) -> int:
                          scheduler=args.scheduler, random_seed=args.random_seed,
                          stop_on_first_crash=args.stop_on_first_crash, skip=tuple(args.skip),
                          work_dir=args.work_dir, log_level=level)
-    table = dataset.table()
-    out.save_tsv(table, args.output_dir / "logs" / "inputs.tsv")
+    _write_run_info(args, study, dataset, out)
     log.info("study: %d patients, %d controls; analyses: %s", len(study.subjects_in("patient")),
              len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip))
     if args.analysis_level == "participant":

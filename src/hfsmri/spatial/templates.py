@@ -13,6 +13,7 @@ At 1 and 2 mm this is exactly nilearn's own grid.
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import nibabel as nib
@@ -58,8 +59,10 @@ def _load(kind: str, resolution_mm: float) -> nib.Nifti1Image:
         return nib.Nifti1Image(csf.astype(np.float32), affine)
     src = loaders[kind](resolution=1)
     src = nib.Nifti1Image(np.asarray(src.get_fdata(), dtype=np.float32), src.affine)
-    img = image.resample_img(src, target_affine=affine, target_shape=shape,
-                             interpolation="linear", force_resample=True, copy_header=True)
+    with warnings.catch_warnings():  # binary mask resampled linearly on purpose, then thresholded
+        warnings.simplefilter("ignore", UserWarning)
+        img = image.resample_img(src, target_affine=affine, target_shape=shape,
+                                 interpolation="linear", force_resample=True, copy_header=True)
     data = np.asarray(img.get_fdata(), dtype=np.float32)
     if kind == "mask":
         data = (data >= 0.5).astype(np.uint8)
