@@ -52,7 +52,7 @@ def make_bids(root: Path, subjects=("01", "02", "03", "04"), groups=("HFS", "HFS
                 (base / "dwi" / f"{pre}_dwi.bvec").write_text(
                     "\n".join(" ".join(f"{v:g}" for v in row) for row in vecs) + "\n")
             if "func" in modalities:
-                _img(base / "func" / f"{pre}_task-rest_bold.nii.gz", (6, 6, 6, 20), tr=tr, seed=k)
+                _img(base / "func" / f"{pre}_task-rest_bold.nii.gz", (6, 6, 6, 40), tr=tr, seed=k)
                 (base / "func" / f"{pre}_task-rest_bold.json").write_text(
                     json.dumps({"RepetitionTime": tr, "TaskName": "rest"}))
     return root

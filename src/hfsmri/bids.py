@@ -316,3 +316,52 @@ def _attach_derivatives(si: SubjectInputs, droots: list[Path]) -> None:
                     raise BidsError("QSIPrep DWI found without its .bval/.bvec", path=pick)
                 si.qsiprep_dwi, si.qsiprep_bval, si.qsiprep_bvec = pick, bval, bvec
                 si.notes.append(f"using QSIPrep outputs from {droot}")
+
+
+#: fewest BOLD volumes (after removing dummy scans) for resting-state metrics to mean anything
+MIN_BOLD_VOLUMES = 30
+
+
+def validate_inputs(si: SubjectInputs, dummy_scans: int = 5, read_data: bool = False) -> list:
+    """Check one subject's inputs; returns a list of :class:`~hfsmri.errors.HfsmriError` (empty = fine).
+
+    Header level (``read_data=False``, fast, done when the run is planned): T1w is 3D, BOLD and DWI
+    are 4D, BOLD has at least ``dummy_scans + MIN_BOLD_VOLUMES`` volumes, b-values/b-vectors match
+    the DWI volume count with no NaN or zero vector on a diffusion-weighted volume. Data level
+    (``read_data=True``, done inside the subject's job): images decompress completely (not
+    truncated), contain no NaN/inf and are not all zero.
+    """
+    from .errors import HfsmriError
+    from .io import load_image
+
+    problems: list = []
+
+    def check(fn):
+        try:
+            fn()
+        except HfsmriError as exc:
+            problems.append(exc)
+
+    def image(path, ndim, what, min_volumes=None):
+        return lambda: load_image(path, ndim=ndim, what=what, min_volumes=min_volumes, check_finite=read_data)
+
+    if si.t1w is not None:
+        check(image(si.t1w, 3, "T1w"))
+    for bold, what in ((si.bold, "BOLD"), (si.fmriprep_bold, "fMRIPrep BOLD")):
+        if bold is not None:
+            check(image(bold, 4, what, dummy_scans + MIN_BOLD_VOLUMES))
+    if si.fmriprep_mask is not None:
+        check(image(si.fmriprep_mask, 3, "fMRIPrep brain mask"))
+    for dwi, bval, bvec, what in ((si.dwi, si.bval, si.bvec, "DWI"),
+                                  (si.qsiprep_dwi, si.qsiprep_bval, si.qsiprep_bvec, "QSIPrep DWI")):
+        if dwi is None:
+            continue
+
+        def dwi_check(dwi=dwi, bval=bval, bvec=bvec, what=what):
+            img = load_image(dwi, ndim=4, what=what, check_finite=read_data)
+            from .dwi.gradients import read_gradients
+
+            read_gradients(bval, bvec, n_volumes=int(img.shape[3]))
+
+        check(dwi_check)
+    return problems

@@ -79,6 +79,9 @@ def bids_app_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (e.g. tcp://host:8786)")
     r.add_argument("--random-seed", type=int, metavar="N", help="seed for every random step (overrides study.yaml)")
     r.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failing subject")
+    r.add_argument("--on-bad-input", choices=("error", "skip"), default="error",
+                   help="a subject with invalid input files: stop with one error listing every fault "
+                        "(default), or leave that subject out and record why in the report")
     r.add_argument("--no-report", action="store_true", help="group level: do not build report.html")
     _add_common(p)
     return p
@@ -139,7 +142,10 @@ def setup_logging(verbose: bool = False, debug: bool = False) -> int:
     level = logging.DEBUG if (verbose or debug) else logging.INFO
     logger = logging.getLogger("hfsmri")
     logger.setLevel(level)
-    if not any(getattr(h, "_hfsmri", False) for h in logger.handlers):
+    ours = [h for h in logger.handlers if getattr(h, "_hfsmri", False)]
+    for h in ours:  # sys.stderr may have been replaced since (tests, notebooks): follow it
+        h.stream = sys.stderr
+    if not ours:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
         h._hfsmri = True
@@ -178,7 +184,7 @@ def validate_bids_app_args(args) -> None:
         raise HfsmriError(f"--mem-mb must be positive, got {args.mem_mb}")
 
 
-def _write_run_info(args, study, dataset, out) -> None:
+def _write_run_info(args, study, dataset, out, skipped: dict) -> None:
     """Bookkeeping for the report: included participants, inputs per subject, run settings."""
     from .derivatives import save_tsv_atomic, write_json_atomic
 
@@ -189,7 +195,14 @@ def _write_run_info(args, study, dataset, out) -> None:
             "excluded": dict(study.excluded), "flip_to": study.flip_to,
             "flipped": [f"sub-{s}" for s in study.labels if study.flipped(s)],
             "participant_label": args.participant_label, "skip": list(args.skip),
+            "skipped_subjects": skipped,
             "random_seed": args.random_seed if args.random_seed is not None else study.stats["random_seed"]}
+    if args.analysis_level == "group":  # keep what the participant level recorded
+        prev = out.logs_dir / "run_info_participant.json"
+        if prev.exists():
+            import json
+
+            info["skipped_subjects"] = json.loads(prev.read_text()).get("skipped_subjects", {})
     write_json_atomic(out.logs_dir / f"run_info_{args.analysis_level}.json", info)
     write_json_atomic(out.logs_dir / "run_info.json", info)
 
@@ -197,7 +210,7 @@ def _write_run_info(args, study, dataset, out) -> None:
 def run_bids_app(args) -> int:
     from .bids import discover
     from .derivatives import Derivatives
-    from .pipeline import RunOptions, run_group_level, run_participant_level
+    from .pipeline import RunOptions, check_dataset, run_group_level, run_participant_level
     from .study import Study
 
     level = setup_logging(args.verbose, args.debug)
@@ -213,13 +226,14 @@ def run_bids_app(args) -> int:
         if missing:
             raise HfsmriError(f"participant(s) {', '.join('sub-' + m for m in missing)} are in BIDS_DIR but not in "
                               "participants.tsv", path=args.bids_dir / "participants.tsv")
-    out = Derivatives(args.output_dir, source_datasets=[{"URL": f"file://{args.bids_dir.resolve()}"}])
-    study.write_resolved(args.output_dir)
     options = RunOptions(nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
                          scheduler=args.scheduler, random_seed=args.random_seed,
                          stop_on_first_crash=args.stop_on_first_crash, skip=tuple(args.skip),
-                         work_dir=args.work_dir, log_level=level)
-    _write_run_info(args, study, dataset, out)
+                         work_dir=args.work_dir, log_level=level, on_bad_input=args.on_bad_input)
+    skipped = check_dataset(study, dataset, options) if args.analysis_level == "participant" else {}
+    out = Derivatives(args.output_dir, source_datasets=[{"URL": f"file://{args.bids_dir.resolve()}"}])
+    study.write_resolved(args.output_dir)
+    _write_run_info(args, study, dataset, out, skipped)
     log.info("study: %d patients, %d controls; analyses: %s", len(study.subjects_in("patient")),
              len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip))
     if args.analysis_level == "participant":
@@ -237,8 +251,8 @@ def run_bids_app(args) -> int:
         if failed:
             for r in failed:
                 log.error("%s failed: %s (log: %s)", r.name, r.error, r.log_file)
-            raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed: "
-                              + ", ".join(r.name for r in failed))
+            raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed (logs in "
+                              f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
         return 0
     run_group_level(study, out, options)
     if not args.no_report:

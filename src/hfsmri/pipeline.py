@@ -84,6 +84,7 @@ class RunOptions:
     skip: tuple = ()
     work_dir: Path | None = None
     log_level: int = logging.INFO
+    on_bad_input: str = "error"  # "error": stop before running; "skip": leave that subject out
 
 
 def stages_for(analyses, si: SubjectInputs) -> list[str]:
@@ -106,8 +107,18 @@ def _stage_module(stage: str, level: str):
 
 
 def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
-    """Run the stages of one subject; raises at the end if any stage failed."""
+    """Run the stages of one subject; raises at the end if any stage failed.
+
+    The subject's images are first read completely (truncated files, NaN, all-zero images are
+    reported here, naming the file, before any output is written).
+    """
+    from .bids import validate_inputs
+
     summary: dict = {"subject": ctx.subject, "session": ctx.session, "flipped": ctx.flip, "stages": {}}
+    dummy = int(ctx.preprocessing.get("func", {}).get("dummy_scans", 5))
+    problems = validate_inputs(ctx.inputs, dummy_scans=dummy, read_data=True)
+    if problems:
+        raise HfsmriError("; ".join(str(p) for p in problems))
     failures = []
     for stage in stages:
         ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
@@ -150,6 +161,34 @@ def estimate_job_mb(si: SubjectInputs) -> float:
             n *= int(s)
         largest = max(largest, n)
     return 1500.0 + 6 * 8 * largest / 1e6
+
+
+def check_dataset(study, dataset: Dataset, options: RunOptions) -> dict:
+    """Header-level validation of every selected subject's inputs.
+
+    With ``options.on_bad_input == "error"`` any fault raises one error listing every fault (file and
+    fault per line), before anything runs. With ``"skip"`` the faulty subjects are removed from
+    ``dataset`` and returned as ``{"sub-X[_ses-Y]": reason}``.
+    """
+    from .bids import validate_inputs
+
+    dummy = int(study.preprocessing.get("func", {}).get("dummy_scans", 5))
+    skipped, messages = {}, []
+    for key, si in list(dataset.inputs.items()):
+        if si.subject not in study.participants.index:
+            continue
+        problems = validate_inputs(si, dummy_scans=dummy, read_data=False)
+        if problems:
+            reason = "; ".join(str(p) for p in problems)
+            messages.extend(str(p) for p in problems)
+            skipped[si.key] = reason
+            if options.on_bad_input == "skip":
+                log.warning("%s skipped: %s", si.key, reason)
+                del dataset.inputs[key]
+    if messages and options.on_bad_input != "skip":
+        raise HfsmriError("invalid input(s) (use --on-bad-input skip to leave these subjects out):\n  "
+                          + "\n  ".join(messages))
+    return skipped
 
 
 def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOptions) -> list[Job]:

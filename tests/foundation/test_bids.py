@@ -38,7 +38,7 @@ def test_sessions_and_selection(tmp_path):
 def test_multiple_runs_rule(tmp_path):
     root = make_bids(tmp_path / "b", modalities=("func",))
     func = root / "sub-01" / "func"
-    _img(func / "sub-01_task-rest_run-2_bold.nii.gz", (6, 6, 6, 30), tr=2.0)
+    _img(func / "sub-01_task-rest_run-2_bold.nii.gz", (6, 6, 6, 50), tr=2.0)
     (func / "sub-01_task-rest_run-2_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
     si = discover(root).inputs[("01", None)]
     assert si.bold.name == "sub-01_task-rest_run-2_bold.nii.gz"
@@ -79,7 +79,7 @@ def test_not_bids(tmp_path):
 def test_fmriprep_and_qsiprep_inputs(tiny_bids):
     fp = tiny_bids / "derivatives" / "fmriprep" / "sub-01" / "func"
     pre = "sub-01_task-rest"
-    _img(fp / f"{pre}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", (6, 6, 6, 20), tr=2.0)
+    _img(fp / f"{pre}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", (6, 6, 6, 40), tr=2.0)
     _img(fp / f"{pre}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz", (6, 6, 6))
     (fp / f"{pre}_desc-confounds_timeseries.tsv").write_text("trans_x\n0\n")
     qp = tiny_bids / "derivatives" / "qsiprep" / "sub-02" / "dwi"
