@@ -395,6 +395,41 @@ class Study:
         side = self.affected_side(label)
         return bool(self.flip_to and side in ("L", "R") and side != self.flip_to)
 
+    @property
+    def bids_dir(self) -> Path | None:
+        p = self.source.get("participants")
+        return Path(p).parent if p else None
+
+    def session_scores(self) -> pd.DataFrame:
+        """Per-session clinical values from BIDS ``sub-X/sub-X_sessions.tsv`` files.
+
+        Returns a DataFrame indexed by (participant label, session label) with the numeric columns
+        of those files (e.g. ``severity`` after MVD); empty when the dataset has none. Scores absent
+        from a sessions file fall back to participants.tsv for the first session only.
+        """
+        rows = []
+        root = self.bids_dir
+        for lab in self.labels:
+            f = root / f"sub-{lab}" / f"sub-{lab}_sessions.tsv" if root else None
+            if f is None or not f.exists():
+                continue
+            try:
+                df = pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False)
+            except Exception as exc:
+                raise StudyError(f"cannot read sessions table: {exc}", path=f) from None
+            if "session_id" not in df.columns:
+                raise StudyError("missing the required column 'session_id'", path=f, field="session_id")
+            for _, r in df.iterrows():
+                row = {"participant": lab, "session": re.sub(r"^ses-", "", r["session_id"])}
+                for c in df.columns:
+                    if c != "session_id":
+                        v = r[c]
+                        row[c] = pd.to_numeric(v, errors="coerce") if str(v).lower() not in _MISSING else float("nan")
+                rows.append(row)
+        if not rows:
+            return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["participant", "session"]))
+        return pd.DataFrame(rows).set_index(["participant", "session"]).sort_index()
+
     def resolved(self) -> dict:
         """The study.yaml with every default filled in (what ``study.resolved.yaml`` contains)."""
         return {
