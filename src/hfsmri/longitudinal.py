@@ -1,0 +1,183 @@
+"""Longitudinal (pre/post-MVD) group designs, for every voxel-wise metric and ROI table.
+
+With ``sessions: [pre, post]`` in study.yaml (first = baseline, last = follow-up), the per-subject
+change ``Δ = follow-up − baseline`` is analysed with the stats engine:
+
+* **paired within patients** — one-sample test of Δ over patients with both sessions, by
+  sign flipping (the exchangeability of a paired design): contrasts ``patient-<post>-gt-<pre>``
+  and ``patient-<post>-lt-<pre>``; the same for controls when at least two were scanned twice
+  (``control-...``).
+* **group × time interaction** — patients' Δ vs controls' Δ with the study covariates (the
+  interaction of a 2 × 2 mixed design is exactly the two-sample test on the within-subject
+  differences; permuting whole subjects keeps each subject's two scans together, which is what
+  exchangeability blocks per subject mean here): ``change-patient-gt-control`` /
+  ``change-patient-lt-control``.
+* **change vs change** — within patients, Δ regressed on the change of each clinical score
+  (from BIDS ``sub-X_sessions.tsv``): ``corr-delta<score>-pos`` / ``-neg``. Does the brain change
+  track clinical recovery?
+
+Results go to the metric's usual group folder (``group/<analysis>/<metric>/``) next to the
+cross-sectional (baseline) contrasts.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DesignError
+
+log = logging.getLogger("hfsmri.longitudinal")
+
+
+def _lab(s) -> str:
+    return re.sub(r"^sub-", "", str(s))
+
+
+def session_pair(study) -> tuple[str, str]:
+    if not study.sessions or len(study.sessions) < 2:
+        raise DesignError("longitudinal analysis needs at least two sessions in study.yaml", field="sessions")
+    return study.sessions[0], study.sessions[-1]
+
+
+def paired_subjects(study, available) -> list[str]:
+    """Participants (in study order) having both the baseline and the follow-up in ``available``
+    (an iterable of (label, session) keys)."""
+    pre, post = session_pair(study)
+    keys = {(_lab(s), ses) for s, ses in available}
+    return [lab for lab in study.labels if (lab, pre) in keys and (lab, post) in keys]
+
+
+def longitudinal_designs(study, subjects: list[str], min_per_group: int = 2) -> dict:
+    """Designs for the change maps of ``subjects`` (each has both sessions): name -> Design."""
+    from .stats.design import Design, clinical_designs, design_from_study
+
+    pre, post = session_pair(study)
+    designs = {}
+    for role in ("patient", "control"):
+        subs = [s for s in subjects if study.group_of(s) == role]
+        if len(subs) >= max(min_per_group, 2):
+            X = np.ones((len(subs), 1))
+            designs[f"paired-{role}"] = Design(
+                X=X, columns=["intercept"], subjects=subs,
+                contrasts={f"{role}-{post}-gt-{pre}": np.array([1.0]), f"{role}-{post}-lt-{pre}": np.array([-1.0])},
+                roles=[role] * len(subs), info={"kind": "paired", "sessions": [pre, post], "group": role})
+    roles = [study.group_of(s) for s in subjects]
+    if roles.count("patient") >= 2 and roles.count("control") >= 2:
+        d = design_from_study(study, subjects)
+        ren = {"patient-gt-control": "change-patient-gt-control", "patient-lt-control": "change-patient-lt-control"}
+        d.contrasts = {ren.get(k, k): v for k, v in d.contrasts.items() if k in ren}
+        d.info = {**d.info, "kind": "group-by-time", "sessions": [pre, post]}
+        designs["interaction"] = d
+    scores = study.session_scores()
+    patients = [s for s in subjects if study.group_of(s) == "patient"]
+    for score in study.clinical:
+        if score not in scores.columns or len(patients) < 4:
+            continue
+        delta = {}
+        for s in patients:
+            try:
+                a, b = scores.loc[(s, pre), score], scores.loc[(s, post), score]
+            except KeyError:
+                continue
+            if np.isfinite(a) and np.isfinite(b):
+                delta[s] = b - a
+        subs = [s for s in patients if s in delta]
+        dv = np.array([delta[s] for s in subs], dtype=float)
+        if len(subs) < 4 or np.ptp(dv) == 0:
+            continue
+        X = np.column_stack([np.ones(len(subs)), dv - dv.mean()])
+        designs[f"delta-{score}"] = Design(
+            X=X, columns=["intercept", f"delta_{score}"], subjects=subs,
+            contrasts={f"corr-delta{re.sub('[^A-Za-z0-9]', '', score)}-pos": np.array([0.0, 1.0]),
+                       f"corr-delta{re.sub('[^A-Za-z0-9]', '', score)}-neg": np.array([0.0, -1.0])},
+            roles=["patient"] * len(subs), info={"kind": "change-vs-change", "score": score})
+    return designs
+
+
+def change_maps(study, maps: dict, mask: np.ndarray, subjects: list[str]) -> np.ndarray:
+    """(n_subjects, n_in_mask) array of follow-up − baseline values (maps: (label, session) -> image/path)."""
+    import nibabel as nib
+
+    pre, post = session_pair(study)
+
+    def load(v):
+        img = nib.load(str(v)) if isinstance(v, (str, Path)) else v
+        return np.asarray(img.get_fdata(), dtype=np.float64)[mask]
+
+    by_key = {(_lab(s), ses): v for (s, ses), v in maps.items()}
+    return np.stack([load(by_key[(s, post)]) - load(by_key[(s, pre)]) for s in subjects])
+
+
+def longitudinal_voxelwise(study, maps: dict, mask_img, out_dir, stats: dict, tfce_setting: str = "3d",
+                           sidecar: dict | None = None) -> pd.DataFrame:
+    """Run every longitudinal design on the change maps; writes the contract's files per contrast.
+
+    Parameters
+    ----------
+    maps : (participant label, session label) -> 3D image or path on the mask's grid
+    mask_img : 3D mask image or path (the analysis grid)
+    out_dir : the metric's group folder
+    """
+    import nibabel as nib
+
+    from .stats.group_analysis import voxelwise_group
+
+    mimg = nib.load(str(mask_img)) if isinstance(mask_img, (str, Path)) else mask_img
+    mask = np.asarray(mimg.get_fdata()) > 0
+    subjects = paired_subjects(study, maps)
+    designs = longitudinal_designs(study, subjects)
+    if not designs:
+        log.info("longitudinal: fewer than two subjects with both sessions: nothing to test")
+        return pd.DataFrame()
+    delta = change_maps(study, maps, mask, subjects)
+    row = {s: i for i, s in enumerate(subjects)}
+    frames = []
+    for name, d in designs.items():
+        Y = delta[[row[s] for s in d.subjects]]
+        extra = {"Longitudinal": {"design": name, **d.info}}
+        frames.append(voxelwise_group(Y, mimg, d, out_dir, stats=stats, tfce_setting=tfce_setting,
+                                      sidecar={**(sidecar or {}), **extra}))
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def longitudinal_roi(study, table: pd.DataFrame, out_dir, stats: dict) -> pd.DataFrame:
+    """ROI change tests. ``table`` is indexed by (participant, session) with one column per ROI.
+
+    Writes ``rois_longitudinal.tsv``: for each design contrast and ROI, the mean change, t, df,
+    parametric and sign-flip/permutation p (two-sided) and BH-FDR across ROIs.
+    """
+    from .derivatives import save_tsv_atomic
+    from .stats.fdr import fdr_bh
+    from .stats.glm import ols, permuted_glm
+
+    pre, post = session_pair(study)
+    tab = table.copy()
+    tab.index = pd.MultiIndex.from_tuples([(_lab(a), str(b)) for a, b in tab.index], names=["participant", "session"])
+    subjects = paired_subjects(study, tab.index)
+    designs = longitudinal_designs(study, subjects)
+    rows = []
+    for name, d in designs.items():
+        Y = np.stack([tab.loc[(s, post)].to_numpy(float) - tab.loc[(s, pre)].to_numpy(float) for s in d.subjects])
+        for cname, c in d.contrasts.items():
+            if cname.endswith("-lt-" + pre) or cname.endswith("-neg") or "lt-control" in cname:
+                continue  # two-sided p below covers both directions
+            fit = ols(Y, d.X, c)
+            perm = permuted_glm(Y, d, cname, n_perm=int(stats.get("n_perm", 5000)), tfce=False,
+                                cluster_forming_p=None, seed=int(stats.get("random_seed", 0)))
+            p_two = np.minimum(1.0, 2 * np.minimum(perm.pos.p_unc, perm.neg.p_unc))
+            for j, roi in enumerate(tab.columns):
+                rows.append({"design": name, "contrast": cname, "roi": roi, "n": len(d.subjects),
+                             "mean_change": float(np.mean(Y[:, j])), "t": float(fit.t[j]), "df": int(fit.df),
+                             "p_perm": float(p_two[j])})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["p_fdr"] = np.nan
+        for _, idx in df.groupby("contrast").groups.items():
+            df.loc[idx, "p_fdr"] = fdr_bh(df.loc[idx, "p_perm"].to_numpy())
+        save_tsv_atomic(df, Path(out_dir) / "rois_longitudinal.tsv")
+    return df

@@ -1,0 +1,91 @@
+"""voxelwise_group end to end on a small MNI box: files, values, clusters with atlas labels."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from hfsmri.stats.design import design_from_study
+from hfsmri.stats.glm import ols
+from hfsmri.stats.group_analysis import voxelwise_group
+from hfsmri.stats.tfce import tfce
+
+from .conftest import smooth_maps
+from .test_clusters import mni_box, world_grid
+
+
+@pytest.fixture(scope="module")
+def box():
+    shape, aff = mni_box(res=3.0, lo=(-33, -48, -12), hi=(15, 12, 30))
+    return shape, aff
+
+
+def test_voxelwise_group_outputs(tmp_path, fake_study, participants, box):
+    shape, aff = box
+    xyz = world_grid(shape, aff)
+    mask = np.linalg.norm(xyz - [-10, -18, 8], axis=-1) < 40
+    d = design_from_study(fake_study, list(participants.index))
+    maps = smooth_maps(20, shape, fwhm_vox=2.0, seed=11)
+    blob = np.exp(-np.sum((xyz - [-10.0, -18.0, 8.0]) ** 2, axis=-1) / (2 * 5.0 ** 2))
+    is_p = np.array([r == "patient" for r in d.roles])
+    maps[is_p] += 2.5 * blob
+    Y = maps[:, mask]
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), aff)
+    stats = {"n_perm": 99, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 3}
+    table = voxelwise_group(Y, mask_img, d, tmp_path, stats)
+    for c in ("patient-gt-control", "patient-lt-control"):
+        for suffix in ("stat-t_statmap.nii.gz", "stat-tfce_statmap.nii.gz", "desc-fwe_logp.nii.gz", "clusters.tsv",
+                       "stat-t_statmap.json", "desc-voxelfwe_logp.nii.gz", "desc-clusterfwe_logp.nii.gz"):
+            assert (tmp_path / f"contrast-{c}_{suffix}").exists(), suffix
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    t_img = nib.load(tmp_path / "contrast-patient-gt-control_stat-t_statmap.nii.gz")
+    np.testing.assert_allclose(t_img.affine, aff)
+    t = t_img.get_fdata()
+    ref = ols(Y, d.X, d.contrasts["patient-gt-control"]).t
+    np.testing.assert_allclose(t[mask], ref, rtol=1e-5, atol=1e-5)  # float32 on disk
+    assert np.all(t[~mask] == 0)
+    t_lt = nib.load(tmp_path / "contrast-patient-lt-control_stat-t_statmap.nii.gz").get_fdata()
+    np.testing.assert_allclose(t_lt, -t, atol=1e-6)
+    tf_lt = nib.load(tmp_path / "contrast-patient-lt-control_stat-tfce_statmap.nii.gz").get_fdata()
+    ref_tf = tfce(-t, mask)
+    np.testing.assert_allclose(tf_lt, ref_tf, rtol=1e-4, atol=1e-3 * ref_tf.max())
+    logp = nib.load(tmp_path / "contrast-patient-gt-control_desc-fwe_logp.nii.gz").get_fdata()
+    assert logp.max() == pytest.approx(np.log10(100), rel=1e-5)  # smallest p = 1/(n_perm+1)
+    side = json.loads((tmp_path / "contrast-patient-gt-control_desc-fwe_logp.json").read_text())
+    assert side["NNull"] == 100 and side["Contrast"] == "patient-gt-control"
+    assert side["FlippedSubjects"] == [] and side["TFCE"]["E"] == 0.5
+    # the planted blob is found, labelled, in the table and on disk
+    gt = pd.read_csv(tmp_path / "contrast-patient-gt-control_clusters.tsv", sep="\t")
+    assert len(gt) >= 1
+    top = gt[~gt.is_subpeak].iloc[0]
+    assert np.linalg.norm([top.peak_x + 10, top.peak_y + 18, top.peak_z - 8]) <= 9
+    assert top.p_fwe < 0.05
+    assert "Thalamus_L" in top.aal_shares
+    assert set(table.contrast) <= {"patient-gt-control", "patient-lt-control"}
+    assert (table.contrast == "patient-gt-control").sum() == len(gt)
+
+
+def test_voxelwise_group_from_images_and_voxel_inference(tmp_path, fake_study, participants, box):
+    shape, aff = box
+    mask = np.ones(shape, bool)
+    d = design_from_study(fake_study, list(participants.index))
+    maps = smooth_maps(20, shape, seed=12)
+    imgs = [nib.Nifti1Image(m.astype(np.float32), aff) for m in maps]
+    stats = {"n_perm": 19, "tfce": False, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
+    voxelwise_group(imgs, nib.Nifti1Image(mask.astype(np.uint8), aff), d, tmp_path, stats,
+                    contrasts=["patient-gt-control"])
+    assert (tmp_path / "contrast-patient-gt-control_stat-tfce_statmap.nii.gz").exists()
+    assert not (tmp_path / "contrast-patient-lt-control_stat-t_statmap.nii.gz").exists()
+    side = json.loads((tmp_path / "contrast-patient-gt-control_desc-fwe_logp.json").read_text())
+    assert side["Inference"] == "voxel max-t FWE"
+
+
+def test_voxelwise_group_rejects_bad_images(tmp_path, fake_study, participants, box):
+    from hfsmri.errors import InputDataError
+
+    shape, aff = box
+    d = design_from_study(fake_study, list(participants.index))
+    imgs = [nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), aff)] * 20
+    with pytest.raises(InputDataError, match="sub-01"):
+        voxelwise_group(imgs, nib.Nifti1Image(np.ones(shape, np.uint8), aff), d, tmp_path, {"n_perm": 5})
