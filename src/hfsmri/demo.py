@@ -105,12 +105,13 @@ def _print_summary(deriv: Path) -> None:
             label = top.get("aal_label") or top.get("ho_label") or ""
             lines.append(f"  {f.parent.parent.name}/{f.parent.name} {f.name.split('_')[0][9:]}: "
                          f"{df['cluster_id'].nunique()} cluster(s), best p_fwe={top['p_fwe']:.3g} at {label}")
-    scores = deriv / "report" / "ground_truth_scores.tsv"
-    if scores.exists():
+    summary = deriv / "report" / "ground_truth_summary.tsv"
+    if summary.exists():
         try:
-            s = pd.read_csv(scores, sep="\t")
-            if "hit" in s:
-                lines.append(f"  ground truth: {int(s['hit'].sum())} of {len(s)} planted effects recovered")
+            s = pd.read_csv(summary, sep="\t")
+            if {"n_hits", "n_evaluated"} <= set(s.columns):
+                lines.append(f"  ground truth: {int(s['n_hits'].sum())} of {int(s['n_evaluated'].sum())} "
+                             "evaluated planted effects recovered")
         except Exception:
             pass
     print("\n".join(lines))

@@ -99,6 +99,12 @@ def provenance_hash(inputs: Iterable[str | Path] = (), params: Mapping | None = 
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path):
     """Yield a temporary path in ``final``'s folder; rename it to ``final`` on success only.
@@ -112,6 +118,7 @@ def atomic_path(final: str | Path):
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, final)

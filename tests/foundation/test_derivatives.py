@@ -121,3 +121,15 @@ def test_tsv(tmp_path):
     d.save_tsv(pd.DataFrame({"roi": ["a"], "volume_mm3": [1.5]}), p, params={"x": 1})
     assert p.read_text().splitlines() == ["roi\tvolume_mm3", "a\t1.5"]
     assert d.is_done(p, params={"x": 1})
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    d = Derivatives(tmp_path)
+    p = d.path("01", None, "anat", "stats", space=None, ext=".tsv")
+    d.save_tsv(pd.DataFrame({"a": [1]}), p)
+    old = os.umask(0o022)
+    os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~old

@@ -1,0 +1,617 @@
+"""Assemble ``OUTPUT_DIR/report.html`` (self-contained) and ``OUTPUT_DIR/report/`` (PNG + TSV).
+
+:func:`build_report` is the entry point used by ``hfsmri report OUTPUT_DIR`` and by the group level.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from . import figures as F
+from .collect import MetricResult, ReportData, collect, subject_label
+from .demographics import demographics_table, sides_table
+from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, score_effects,
+                           summarise)
+from .methods import methods_markdown, methods_sections, versions
+
+log = logging.getLogger("hfsmri")
+
+MAX_TABLE_ROWS = 300
+_ANALYSIS_ORDER = {a: i for i, a in enumerate(["vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho",
+                                                "alff", "dc", "vmhc", "seed_fc", "ica", "graph"])}
+QC_ROBUST_Z = 3.5
+QC_PRIORITY = ("fd", "motion", "tsnr", "dice", "direction", "outlier", "flag", "snr", "tiv", "volume")
+
+
+# ----------------------------------------------------------------------------- tables
+def fmt_value(v, col: str = "") -> str:
+    """Display string of one table cell (p-values in 3 decimals or scientific, others 3-4 digits)."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "n/a" if math.isnan(v) else str(v)
+        c = str(col).lower()
+        if c == "p" or c.startswith("p_") or c.startswith("min_p") or c.endswith("_p") or c == "pvalue":
+            return f"{v:.1e}" if 0 < v < 0.001 else f"{v:.3f}"
+        if float(v).is_integer() and abs(v) < 1e9:
+            return str(int(v))
+        a = abs(v)
+        return f"{v:.3g}" if a < 1e-2 else f"{v:.3f}" if a < 100 else f"{v:.1f}"
+    if not isinstance(v, (list, dict, tuple)) and pd.isna(v):
+        return "n/a"
+    return str(v)
+
+
+@dataclass
+class Table:
+    columns: list
+    rows: list                      # list of list of (text, css class)
+    tsv: str | None = None          # path relative to OUTPUT_DIR
+    caption: str = ""
+    truncated: int = 0
+
+
+def make_table(df: pd.DataFrame | None, tsv: str | None = None, caption: str = "", cell_class=None,
+               max_rows: int = MAX_TABLE_ROWS) -> Table | None:
+    """Table for the template; ``cell_class(row_index, column) -> css class or ""``."""
+    if df is None:
+        return None
+    rows = []
+    for i, (_, r) in enumerate(df.head(max_rows).iterrows()):
+        rows.append([(fmt_value(r[c], c), cell_class(i, c) if cell_class else "") for c in df.columns])
+    return Table(columns=[str(c) for c in df.columns], rows=rows, tsv=tsv, caption=caption,
+                 truncated=max(0, len(df) - max_rows))
+
+
+def sig_rows(df: pd.DataFrame, alpha: float):
+    """css-class function marking rows whose first corrected p column is < alpha."""
+    pc = pick_column(df, P_COLUMNS)
+    if pc is None:
+        return None
+    p = pd.to_numeric(df[pc], errors="coerce").to_numpy()
+    return lambda i, c: "sig" if i < len(p) and p[i] < alpha else ""
+
+
+# ----------------------------------------------------------------------------- writer
+class _Out:
+    def __init__(self, root: Path):
+        self.root = root
+        self.dir = root / "report"
+        self.fig_dir = self.dir / "figures"
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.fig_dir.glob("*.png"):
+            old.unlink()
+        self.tsvs: list[str] = []
+
+    def tsv(self, df: pd.DataFrame, name: str) -> str:
+        from ..derivatives import save_tsv_atomic
+
+        path = self.dir / name
+        save_tsv_atomic(df, path)
+        rel = str(path.relative_to(self.root))
+        self.tsvs.append(rel)
+        return rel
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def fig(self, *parts) -> Path:
+        return self.fig_dir / (F.safe_name(*parts) + ".png")
+
+
+# ----------------------------------------------------------------------------- participants
+def _groups(data: ReportData) -> tuple[str, dict]:
+    gcol = data.study.get("group_column") or "group"
+    groups = data.study.get("groups") or {"patient": "HFS", "control": "HC"}
+    return gcol, groups
+
+
+def role_of(data: ReportData) -> pd.Series:
+    """participant label -> "patient" / "control" (others dropped)."""
+    if data.participants is None:
+        return pd.Series(dtype=str)
+    gcol, groups = _groups(data)
+    if gcol not in data.participants.columns:
+        return pd.Series(dtype=str)
+    inv = {str(v): k for k, v in groups.items()}
+    s = data.participants[gcol].astype(str).map(inv)
+    return s.dropna()
+
+
+def participants_section(data: ReportData, out: _Out) -> dict:
+    sec = {"available": data.participants is not None, "demographics": None, "sides": None, "excluded": None,
+           "notes": []}
+    gcol, groups = _groups(data)
+    excluded = dict(data.run_info.get("excluded") or {})
+    if not excluded and data.study.get("exclude"):
+        excluded = {str(s): "listed under exclude in study.yaml" for s in data.study["exclude"]}
+    if excluded:
+        ex = pd.DataFrame({"participant_id": [f"sub-{subject_label(k)}" for k in excluded],
+                           "reason": [str(v) for v in excluded.values()]})
+        sec["excluded"] = make_table(ex, out.tsv(ex, "exclusions.tsv"))
+    if data.participants is None:
+        sec["notes"].append("participants.tsv not found in the output folder: no demographics table.")
+        return sec
+    p = data.participants
+    if gcol not in p.columns:
+        sec["notes"].append(f"group column {gcol!r} not in participants.tsv: no table by group.")
+        return sec
+    clinical = data.study.get("clinical") or []
+    side_col = data.study.get("affected_side_column")
+    demo = demographics_table(p, gcol, groups, clinical=clinical, affected_side_column=side_col,
+                              types=data.study.get("covariate_types") or {})
+    sec["demographics"] = make_table(demo[["variable", "level", "patient", "control", "test", "statistic", "df",
+                                           "p"]], out.tsv(demo, "demographics.tsv"),
+                                     cell_class=lambda i, c: "sig" if c == "p" and demo["p"].iloc[i] < 0.05 else "")
+    flipped = data.run_info.get("flipped")
+    if flipped is None:
+        flipped = [s.get("subject") for s in data.summaries if s.get("flipped")]
+    flip_to = data.study.get("flip_to", data.run_info.get("flip_to"))
+    sides = sides_table(p, gcol, groups, side_col if side_col in p.columns else None, flipped, flip_to)
+    if len(sides):
+        sec["sides"] = make_table(sides, out.tsv(sides, "affected_sides.tsv"))
+    sec["flip_to"] = flip_to
+    sec["n_flipped"] = int((sides["flipped"] == "yes").sum()) if len(sides) else 0
+    return sec
+
+
+# ----------------------------------------------------------------------------- QC
+def _flatten(prefix: str, obj, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (bool, int, float, str, np.number)) or obj is None:
+        out[prefix] = obj
+    elif isinstance(obj, (list, tuple)) and 0 < len(obj) <= 4 and all(isinstance(x, (int, float, str)) for x in obj):
+        out[prefix] = ", ".join(str(x) for x in obj)
+
+
+def qc_table(summaries: list[dict]) -> pd.DataFrame:
+    """One row per subject/session; columns ``stage.key`` for every scalar in the summaries."""
+    rows = []
+    for s in summaries:
+        r = {"participant_id": f"sub-{subject_label(s.get('subject', ''))}", "session": s.get("session") or "",
+             "flipped": bool(s.get("flipped", False))}
+        _flatten("", s.get("stages") or {}, r)
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    fixed = ["participant_id", "session", "flipped"]
+    rest = [c for c in df.columns if c not in fixed]
+
+    def rank(c):
+        low = c.lower()
+        for i, k in enumerate(QC_PRIORITY):
+            if k in low:
+                return (0 if not low.endswith("error") else 2, i, c)
+        return (1 if not low.endswith("error") else 2, 99, c)
+
+    df = df[fixed + sorted(rest, key=rank)]
+    if not df["session"].astype(bool).any():
+        df = df.drop(columns="session")
+    return df
+
+
+def qc_flags(df: pd.DataFrame, z: float = QC_ROBUST_Z) -> pd.DataFrame:
+    """Outlier flags: robust z = (x − median) / (1.4826·MAD) beyond ±``z`` in numeric QC columns with
+    ≥ 5 values; truthy values of columns named ``*outlier*`` / ``*flag*``; stage errors."""
+    rows = []
+    for c in df.columns:
+        if c in ("participant_id", "session", "flipped"):
+            continue
+        low = c.lower()
+        s = df[c]
+        if low.endswith("error"):
+            for i in s.index[s.notna() & (s.astype(str) != "")]:
+                rows.append({"participant_id": df.at[i, "participant_id"], "column": c, "value": s[i],
+                             "reason": "stage error"})
+            continue
+        num = pd.to_numeric(s, errors="coerce") if s.dtype != bool else s.astype(float)
+        if "outlier" in low or "flag" in low:
+            for i in num.index[num.fillna(0) > 0]:
+                rows.append({"participant_id": df.at[i, "participant_id"], "column": c, "value": s[i],
+                             "reason": "flagged by the stage"})
+            continue
+        v = num.dropna()
+        if len(v) < 5 or s.dtype == bool:
+            continue
+        med = v.median()
+        mad = 1.4826 * (v - med).abs().median()
+        if not mad > 0:
+            continue
+        rz = (num - med) / mad
+        for i in rz.index[rz.abs() > z]:
+            rows.append({"participant_id": df.at[i, "participant_id"], "column": c, "value": s[i],
+                         "reason": f"robust z = {rz[i]:+.1f}"})
+    return pd.DataFrame(rows, columns=["participant_id", "column", "value", "reason"])
+
+
+def qc_section(data: ReportData, out: _Out) -> dict:
+    sec = {"table": None, "flags": None, "thumbnails": [], "n_flags": 0}
+    df = qc_table(data.summaries)
+    if not df.empty:
+        flags = qc_flags(df)
+        flagged = {(p, c) for p, c in zip(flags["participant_id"], flags["column"])}
+        sec["table"] = make_table(df, out.tsv(df, "qc.tsv"), cell_class=lambda i, c: "flag" if (
+            df["participant_id"].iloc[i], c) in flagged else "")
+        sec["n_flags"] = len(flags)
+        if len(flags):
+            sec["flags"] = make_table(flags, out.tsv(flags, "qc_flags.tsv"))
+    for sub, ses, path in data.qc_figures[:120]:
+        th = F.thumbnail(path, out.fig("qc", sub, ses or "", path.stem), caption=f"sub-{sub} {path.stem}")
+        if th is not None:
+            sec["thumbnails"].append(th)
+    return sec
+
+
+# ----------------------------------------------------------------------------- results
+def _load3d(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3]), img.affine
+
+
+def _effect_sizes(values: pd.DataFrame, roles: pd.Series) -> pd.DataFrame:
+    """Per column: group means, Cohen's d (pooled SD), Hedges' g with approximate 95 % CI, Welch t/p."""
+    from scipy import stats
+
+    rows = []
+    for col in values.columns:
+        a = pd.to_numeric(values.loc[roles[roles == "patient"].index.intersection(values.index), col],
+                          errors="coerce").dropna()
+        b = pd.to_numeric(values.loc[roles[roles == "control"].index.intersection(values.index), col],
+                          errors="coerce").dropna()
+        n1, n2 = len(a), len(b)
+        r = {"roi": col, "n_patient": n1, "n_control": n2, "mean_patient": a.mean(), "mean_control": b.mean(),
+             "cohens_d": np.nan, "hedges_g": np.nan, "g_ci_low": np.nan, "g_ci_high": np.nan,
+             "t_welch": np.nan, "p_uncorrected": np.nan}
+        if n1 >= 2 and n2 >= 2:
+            sp = np.sqrt(((n1 - 1) * a.var() + (n2 - 1) * b.var()) / (n1 + n2 - 2))
+            if sp > 0:
+                d = (a.mean() - b.mean()) / sp
+                j = 1 - 3 / (4 * (n1 + n2) - 9)
+                g = j * d
+                se = np.sqrt((n1 + n2) / (n1 * n2) + g ** 2 / (2 * (n1 + n2)))
+                t = stats.ttest_ind(a, b, equal_var=False)
+                r.update(cohens_d=d, hedges_g=g, g_ci_low=g - 1.96 * se, g_ci_high=g + 1.96 * se,
+                         t_welch=float(t.statistic), p_uncorrected=float(t.pvalue))
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def _meta_line(meta: dict) -> str:
+    """Inference settings of a contrast from its sidecar (inference, permutations, subjects, flips)."""
+    if not meta:
+        return ""
+    bits = []
+    if meta.get("Inference"):
+        bits.append(str(meta["Inference"]))
+    if meta.get("NPermutations") is not None:
+        bits.append(f"{meta['NPermutations']} permutations" + (f" ({meta['PermutationMethod']})"
+                                                               if meta.get("PermutationMethod") else ""))
+    if meta.get("NSubjects") is not None:
+        bits.append(f"n = {meta['NSubjects']}")
+    if meta.get("DegreesOfFreedom") is not None:
+        bits.append(f"df = {meta['DegreesOfFreedom']}")
+    if meta.get("DesignColumns"):
+        bits.append("design: " + ", ".join(str(x) for x in meta["DesignColumns"]))
+    if meta.get("FlippedSubjects"):
+        bits.append(f"{len(meta['FlippedSubjects'])} flipped")
+    return "; ".join(bits)
+
+
+def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, underlay) -> tuple[dict, dict]:
+    thr = -np.log10(alpha)
+    block = {"name": cname, "significant": False, "text": "", "figures": [], "clusters": None,
+             "meta": _meta_line(c.meta)}
+    summ = {"analysis": res.analysis, "metric": res.metric, "contrast": cname, "n_sig_voxels": 0,
+            "max_logp": np.nan, "min_p_fwe": np.nan, "peak_stat": np.nan, "peak_x": np.nan, "peak_y": np.nan,
+            "peak_z": np.nan, "n_clusters": 0, "peak_label": ""}
+    if c.logp is None:
+        block["text"] = "No FWE map (desc-fwe_logp) for this contrast."
+        if c.clusters is not None:
+            block["clusters"] = make_table(c.clusters, out.rel(c.clusters_path))
+        return block, summ
+    try:
+        logp, aff = _load3d(c.logp)
+    except Exception as exc:
+        block["text"] = f"Cannot read {out.rel(c.logp)}: {exc}"
+        return block, summ
+    stat = None
+    if c.tstat is not None:
+        try:
+            stat, _ = _load3d(c.tstat)
+            if stat.shape != logp.shape:
+                stat = None
+        except Exception:
+            stat = None
+    sig = logp > thr
+    n_sig = int(sig.sum())
+    maxl = float(np.nanmax(logp)) if logp.size else np.nan
+    ref = stat if stat is not None else logp
+    search = np.where(sig, logp, -np.inf) if n_sig else np.nan_to_num(ref, nan=-np.inf)
+    peak = np.unravel_index(int(np.argmax(search)), logp.shape)
+    xyz = (aff @ np.r_[np.array(peak, float), 1.0])[:3]
+    summ.update(n_sig_voxels=n_sig, max_logp=maxl, min_p_fwe=10 ** -maxl if np.isfinite(maxl) else np.nan,
+                peak_stat=float(ref[peak]), peak_x=xyz[0], peak_y=xyz[1], peak_z=xyz[2])
+    ncl = 0
+    if c.clusters is not None and "cluster_id" in c.clusters.columns:
+        ncl = int(c.clusters["cluster_id"].nunique())
+    summ["n_clusters"] = ncl
+    kind = "t" if stat is not None else "−log10 p"
+    if n_sig:
+        block["significant"] = True
+        summ["peak_label"] = F.peak_labels(xyz)[0]
+        vox = float(abs(np.linalg.det(aff[:3, :3])))
+        block["text"] = (f"{n_sig} voxels ({n_sig * vox:.0f} mm³) FWE p < {alpha:g}; minimum p = "
+                         f"{10 ** -maxl:.2g}; peak {kind} = {ref[peak]:.2f} at MNI ({xyz[0]:.0f}, {xyz[1]:.0f}, "
+                         f"{xyz[2]:.0f}) {summ['peak_label']}.")
+        try:
+            img, _ = F.significant_map(c.tstat if stat is not None else None, c.logp, thr)
+            neg = stat is not None and float(np.asarray(img.dataobj).sum()) < 0
+            stem = out.fig(res.analysis, res.metric, cname)
+            block["figures"] = F.brain_figures(img, stem.with_suffix(""), f"{res.analysis}/{res.metric} {cname}",
+                                               negative=neg, underlay_img=underlay)
+        except Exception as exc:  # a figure must never stop the report
+            log.warning("report: figure for %s/%s %s failed: %s", res.analysis, res.metric, cname, exc)
+            block["text"] += f" (figure failed: {exc})"
+    else:
+        block["text"] = (f"No voxel survives FWE p < {alpha:g} (null result): minimum FWE p = "
+                         f"{10 ** -maxl:.2g}; largest {kind} = {ref[peak]:.2f} at MNI ({xyz[0]:.0f}, "
+                         f"{xyz[1]:.0f}, {xyz[2]:.0f}).")
+    if c.clusters is not None and len(c.clusters):
+        block["clusters"] = make_table(c.clusters, out.rel(c.clusters_path), cell_class=sig_rows(c.clusters, alpha))
+    return block, summ
+
+
+def _correlation_plots(res: MetricResult, data: ReportData, roles: pd.Series, alpha: float, out: _Out):
+    """Scatter plots (patients) of per-subject values against clinical scores for the strongest rows."""
+    df, vals, parts = res.correlations, res.values, data.participants
+    if df is None or vals is None or parts is None or df.empty:
+        return [], None
+    rc, sc = roi_column(df), pick_column(df, SCORE_COLUMNS)
+    pc, rcol = pick_column(df, P_COLUMNS), pick_column(df, R_COLUMNS)
+    if rc is None or sc is None:
+        return [], None
+    d = df.copy()
+    d["_p"] = pd.to_numeric(d[pc], errors="coerce") if pc else np.nan
+    d["_r"] = pd.to_numeric(d[rcol], errors="coerce").abs() if rcol else 0
+    chosen = d[d["_p"] < alpha]
+    note = "significant rows"
+    if chosen.empty:
+        chosen, note = d.sort_values("_r", ascending=False).head(3), "strongest rows (none significant)"
+    figs, infos = [], []
+    vcols = {norm(c): c for c in vals.columns}
+    pcols = {norm(c): c for c in parts.columns}
+    pats = roles[roles == "patient"].index.intersection(vals.index).intersection(parts.index)
+    for _, row in chosen.head(12).iterrows():
+        vc, score = vcols.get(norm(row[rc])), pcols.get(norm(row[sc]))
+        if vc is None or score is None:
+            continue
+        x = pd.to_numeric(parts.loc[pats, score], errors="coerce")
+        y = pd.to_numeric(vals.loc[pats, vc], errors="coerce")
+        fig, info = F.scatter_plot(x, y, out.fig(res.analysis, res.metric, "corr", vc, score), str(score),
+                                   f"{res.metric} {vc}", f"{vc} vs {score} (patients, raw)")
+        figs.append(fig)
+        infos.append({"analysis": res.analysis, "metric": res.metric, "roi": vc, "score": score, **info})
+    tab = None
+    if infos:
+        idf = pd.DataFrame(infos)
+        tab = make_table(idf, out.tsv(idf, f"{F.safe_name(res.analysis, res.metric)}_scatter_pearson.tsv"),
+                         caption=f"Raw Pearson correlations of the plotted {note} (patients; 95 % CI by Fisher z).")
+    return figs, tab
+
+
+def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _Out, summary_rows: list) -> dict:
+    alpha = data.alpha
+    sec = {"analysis": res.analysis, "metric": res.metric, "path": out.rel(res.path), "contrasts": [],
+           "rois": None, "roi_figure": None, "effect_sizes": None, "correlations": None, "scatter": [],
+           "scatter_table": None, "tables": [], "figures": [], "stage_pngs": [], "description": ""}
+    for sc in res.sidecars.values():
+        desc = sc.get("Description") or sc.get("Method") or sc.get("method")
+        if isinstance(desc, str) and desc not in sec["description"]:
+            sec["description"] = (sec["description"] + " " + desc).strip()
+    underlay = None
+    for m in res.maps:
+        if "skeleton" in m.name.lower():
+            try:
+                underlay = nib.load(str(m))
+            except Exception:
+                pass
+    order = sorted(res.contrasts, key=lambda c: (not c.startswith("patient"), c))
+    for cname in order:
+        block, summ = _contrast_block(res, cname, res.contrasts[cname], alpha, out, underlay)
+        sec["contrasts"].append(block)
+        if res.contrasts[cname].logp is not None:
+            summary_rows.append(summ)
+    if res.rois is not None:
+        sec["rois"] = make_table(res.rois, out.rel(res.path / "rois.tsv"), cell_class=sig_rows(res.rois, alpha))
+        for _, r in res.rois.iterrows():
+            pc = pick_column(res.rois, P_COLUMNS)
+            summary_rows.append({"analysis": res.analysis, "metric": res.metric,
+                                 "contrast": str(r.get("contrast", r.get("direction", "patient-vs-control"))),
+                                 "roi": r.get(roi_column(res.rois)),
+                                 "min_p_fwe": pd.to_numeric(pd.Series([r.get(pc)]), errors="coerce")[0]
+                                 if pc else np.nan})
+    if res.values is not None and len(roles):
+        es = _effect_sizes(res.values, roles)
+        name = F.safe_name(res.analysis, res.metric)
+        sec["effect_sizes"] = make_table(es, out.tsv(es, f"{name}_effect_sizes.tsv"),
+                                         caption="Patients − controls: Cohen's d (pooled SD), Hedges' g with "
+                                                 "approximate 95 % CI, Welch t-test (uncorrected).")
+        ann = {r["roi"]: f"g = {r['hedges_g']:.2f}" for _, r in es.iterrows() if np.isfinite(r["hedges_g"])}
+        try:
+            sec["roi_figure"] = F.group_strip_plot(res.values, roles, out.fig(res.analysis, res.metric, "rois"),
+                                                   f"{res.analysis}/{res.metric} by group", ann)
+        except Exception as exc:
+            log.warning("report: ROI plot failed for %s/%s: %s", res.analysis, res.metric, exc)
+    if res.correlations is not None:
+        sec["correlations"] = make_table(res.correlations, out.rel(res.path / "correlations.tsv"),
+                                         cell_class=sig_rows(res.correlations, alpha))
+        try:
+            sec["scatter"], sec["scatter_table"] = _correlation_plots(res, data, roles, alpha, out)
+        except Exception as exc:
+            log.warning("report: scatter plots failed for %s/%s: %s", res.analysis, res.metric, exc)
+    for name, df in sorted(res.tables.items()):
+        sec["tables"].append(make_table(df, out.rel(res.path / name), caption=name,
+                                        cell_class=sig_rows(df, alpha)))
+        try:
+            fig = _table_figure(df, res, name, out)
+            if fig is not None:
+                sec["figures"].append(fig)
+        except Exception as exc:
+            log.warning("report: plot of %s failed: %s", name, exc)
+    for name, arr in sorted(res.arrays.items()):
+        sec["figures"].append(F.matrix_plot(arr, out.fig(res.analysis, res.metric, Path(name).stem),
+                                            f"{res.analysis}/{res.metric} {name}"))
+    for m in res.maps[:4]:
+        f = F.map_figure(m, out.fig(res.analysis, res.metric, m.name.split(".")[0]),
+                         f"{res.analysis}/{res.metric} {m.name.split('.')[0]}")
+        if f is not None:
+            sec["figures"].append(f)
+    for png in res.pngs[:12]:
+        th = F.thumbnail(png, out.fig(res.analysis, res.metric, "stage", png.stem), max_px=900, caption=png.name)
+        if th is not None:
+            sec["stage_pngs"].append(th)
+    sec["any_significant"] = any(b["significant"] for b in sec["contrasts"])
+    return sec
+
+
+def _table_figure(df: pd.DataFrame, res: MetricResult, name: str, out: _Out):
+    """Curve plot for tables with a sparsity/threshold column; matrix plot for square label tables."""
+    xcol = pick_column(df, ("sparsity", "density", "threshold", "cost"))
+    if xcol is not None and len(df) > 1:
+        gcol = pick_column(df, ("group", "role"))
+        return F.curve_plot(df, xcol, out.fig(res.analysis, res.metric, Path(name).stem),
+                            f"{res.analysis}/{res.metric} {name}", group_col=gcol)
+    first = df.columns[0]
+    rest = list(df.columns[1:])
+    if len(df) == len(rest) > 1 and [str(x) for x in df[first]] == [str(c) for c in rest]:
+        mat = df[rest].apply(pd.to_numeric, errors="coerce").to_numpy()
+        return F.matrix_plot(mat, out.fig(res.analysis, res.metric, Path(name).stem),
+                             f"{res.analysis}/{res.metric} {name}", labels=rest)
+    return None
+
+
+# ----------------------------------------------------------------------------- ground truth
+def ground_truth_section(data: ReportData, out: _Out) -> dict | None:
+    if data.effects is None or data.ground_truth_dir is None:
+        return None
+    need = {"effect_id", "analysis", "metric", "direction"}
+    missing = need - set(data.effects.columns)
+    if missing:
+        return {"error": f"effects.tsv lacks column(s) {sorted(missing)}"}
+    try:
+        scores, false = score_effects(data.effects, data.results, data.ground_truth_dir, data.alpha,
+                                      flip_to=data.study.get("flip_to"))
+    except Exception as exc:
+        log.warning("report: ground-truth scoring failed: %s", exc, exc_info=True)
+        return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}
+    summ = summarise(scores, false)
+    colors = {"hit": "hit", "miss": "miss"}
+    return {"error": None, "path": str(data.ground_truth_dir),
+            "summary": make_table(summ, out.tsv(summ, "ground_truth_summary.tsv")),
+            "scores": make_table(scores, out.tsv(scores, "ground_truth_scores.tsv"), cell_class=lambda i, c: (
+                colors.get(str(scores["status"].iloc[i]), "na") if c in ("status", "hit") else "")),
+            "false": make_table(false, out.tsv(false, "false_clusters.tsv")),
+            "n_hits": int(summ["n_hits"].iloc[0]), "n_evaluated": int(summ["n_evaluated"].iloc[0]),
+            "n_false": len(false)}
+
+
+# ----------------------------------------------------------------------------- main
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def build_report(output_dir, ground_truth_dir=None, title: str | None = None) -> Path:
+    """Build ``OUTPUT_DIR/report.html`` and ``OUTPUT_DIR/report/`` from whatever results exist.
+
+    Parameters
+    ----------
+    output_dir : hfsmri output folder (BIDS-Derivatives root).
+    ground_truth_dir : simulator ground-truth folder; default: found via ``logs/run_info.json``.
+    title : report title (default "hfsmri report").
+
+    Returns
+    -------
+    Path of ``report.html``.
+    """
+    from ..derivatives import write_text_atomic
+    from ..errors import HfsmriError
+
+    root = Path(output_dir)
+    if not root.is_dir():
+        raise HfsmriError("output folder does not exist", path=root)
+    data = collect(root, ground_truth_dir)
+    out = _Out(root)
+    roles = role_of(data)
+
+    participants = participants_section(data, out)
+    qc = qc_section(data, out)
+    summary_rows: list[dict] = []
+    analyses: dict[str, list] = {}
+    for res in sorted(data.results, key=lambda r: (_ANALYSIS_ORDER.get(r.analysis, 99), r.analysis, r.metric)):
+        analyses.setdefault(res.analysis, []).append(metric_section(res, data, roles, out, summary_rows))
+    results_summary = None
+    if summary_rows:
+        sdf = pd.DataFrame(summary_rows)
+        results_summary = make_table(sdf, out.tsv(sdf, "results_summary.tsv"),
+                                     cell_class=lambda i, c: "sig" if c == "min_p_fwe" and (
+                                         sdf["min_p_fwe"].iloc[i] < data.alpha) else "")
+    group_errors = [(k, v["error"]) for k, v in data.group_summary.items()
+                    if isinstance(v, dict) and v.get("error")]
+    requested = list((data.study.get("analyses") or {}).keys())
+    not_run = [a for a in requested if a not in analyses]
+    gt = ground_truth_section(data, out)
+
+    n_pat = int((roles == "patient").sum()) if len(roles) else None
+    n_con = int((roles == "control").sum()) if len(roles) else None
+    excluded = data.run_info.get("excluded") or {}
+    sections, refs = methods_sections(data.study, list(analyses) or requested, n_pat, n_con, excluded,
+                                      data.run_info.get("flipped"), simulated=data.effects is not None)
+    (out.dir / "methods.md").write_text(methods_markdown(sections, refs), encoding="utf-8")
+
+    n_sig = sum(1 for secs in analyses.values() for s in secs for b in s["contrasts"] if b["significant"])
+    ctx = {
+        "title": title or "hfsmri report",
+        "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "output_dir": str(root.resolve()),
+        "versions": versions(),
+        "alpha": data.alpha,
+        "n_patients": n_pat, "n_controls": n_con,
+        "groups": _groups(data)[1],
+        "n_significant": n_sig,
+        "methods": sections, "references": refs,
+        "participants": participants, "qc": qc,
+        "analyses": analyses, "results_summary": results_summary,
+        "group_errors": group_errors, "not_run": not_run,
+        "ground_truth": gt,
+        "problems": data.problems,
+        "tsvs": sorted(set(out.tsvs)),
+        "study": data.study,
+    }
+    html = _env().get_template("report.html.j2").render(**ctx)
+    path = write_text_atomic(root / "report.html", html)
+    os.chmod(path, 0o644)  # temporary files are created 0600
+    log.info("report: %s (%d analyses, %d significant contrast maps)", path, len(analyses), n_sig)
+    return path

@@ -1,0 +1,332 @@
+"""Methods boilerplate (as fMRIPrep's): versions, parameters and citations of every step that ran.
+
+:func:`methods_sections` turns the resolved study (``study.resolved.yaml``) and the list of analyses
+that produced group results into paragraphs ready to paste into a paper; citations are numbered in
+order of first use and listed by :func:`references`. Parameters come from the resolved study, so
+the text always matches what was run (the defaults live in :mod:`hfsmri.analyses`).
+"""
+from __future__ import annotations
+
+import platform
+import re
+from importlib import metadata
+
+REFERENCES = {
+    "hfsmri": "hfsmri: one-command MRI analysis of clinical case-control studies. Software, version {version}.",
+    "nilearn": "Abraham A, et al. Machine learning for neuroimaging with scikit-learn. Front Neuroinform. 2014;8:14.",
+    "dipy": "Garyfallidis E, et al. Dipy, a library for the analysis of diffusion MRI data. Front Neuroinform. "
+            "2014;8:8.",
+    "ants": "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image registration with "
+            "cross-correlation. Med Image Anal. 2008;12(1):26-41.",
+    "antspy": "Tustison NJ, et al. The ANTsX ecosystem for quantitative biological and medical imaging. "
+              "Sci Rep. 2021;11:9068.",
+    "numpy": "Harris CR, et al. Array programming with NumPy. Nature. 2020;585:357-362.",
+    "scipy": "Virtanen P, et al. SciPy 1.0: fundamental algorithms for scientific computing in Python. "
+             "Nat Methods. 2020;17:261-272.",
+    "mni2009": "Fonov VS, Evans AC, McKinstry RC, Almli CR, Collins DL. Unbiased nonlinear average "
+               "age-appropriate brain templates from birth to adulthood. NeuroImage. 2009;47:S102.",
+    "vbm_ashburner": "Ashburner J, Friston KJ. Voxel-based morphometry - the methods. NeuroImage. "
+                     "2000;11(6):805-821.",
+    "vbm_good": "Good CD, et al. A voxel-based morphometric study of ageing in 465 normal adult human brains. "
+                "NeuroImage. 2001;14(1):21-36.",
+    "laplace": "Jones SE, Buchbinder BR, Aharon I. Three-dimensional mapping of cortical thickness using "
+               "Laplace's equation. Hum Brain Mapp. 2000;11(1):12-32.",
+    "direct": "Das SR, Avants BB, Grossman M, Gee JC. Registration based cortical thickness measurement. "
+              "NeuroImage. 2009;45(3):867-879.",
+    "basser": "Basser PJ, Mattiello J, LeBihan D. MR diffusion tensor spectroscopy and imaging. Biophys J. "
+              "1994;66(1):259-267.",
+    "wls": "Chung S, Lu Y, Henry RG. Comparison of bootstrap approaches for estimation of uncertainties of DTI "
+           "parameters. NeuroImage. 2006;33(2):531-541.",
+    "tbss": "Smith SM, et al. Tract-based spatial statistics: voxelwise analysis of multi-subject diffusion "
+            "data. NeuroImage. 2006;31(4):1487-1505.",
+    "juelich": "Eickhoff SB, et al. A new SPM toolbox for combining probabilistic cytoarchitectonic maps and "
+               "functional imaging data. NeuroImage. 2005;25(4):1325-1335.",
+    "witelson": "Witelson SF. Hand and sex differences in the isthmus and genu of the human corpus callosum. "
+                "Brain. 1989;112(3):799-835.",
+    "reho": "Zang Y, Jiang T, Lu Y, He Y, Tian L. Regional homogeneity approach to fMRI data analysis. "
+            "NeuroImage. 2004;22(1):394-400.",
+    "alff": "Zang YF, et al. Altered baseline brain activity in children with ADHD revealed by resting-state "
+            "functional MRI. Brain Dev. 2007;29(2):83-91.",
+    "falff": "Zou QH, et al. An improved approach to detection of amplitude of low-frequency fluctuation "
+             "(ALFF) for resting-state fMRI: fractional ALFF. J Neurosci Methods. 2008;172(1):137-141.",
+    "dc": "Zuo XN, et al. Network centrality in the human functional connectome. Cereb Cortex. "
+          "2012;22(8):1862-1875.",
+    "vmhc": "Zuo XN, et al. Growing together and growing apart: regional and sex differences in the lifespan "
+            "developmental trajectories of functional homotopy. J Neurosci. 2010;30(45):15034-15043.",
+    "biswal": "Biswal B, Yetkin FZ, Haughton VM, Hyde JS. Functional connectivity in the motor cortex of "
+              "resting human brain using echo-planar MRI. Magn Reson Med. 1995;34(4):537-541.",
+    "dimartino": "Di Martino A, et al. Functional connectivity of human striatum: a resting state fMRI study. "
+                 "Cereb Cortex. 2008;18(12):2735-2747.",
+    "power2012": "Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but systematic "
+                 "correlations in functional connectivity MRI networks arise from subject motion. NeuroImage. "
+                 "2012;59(3):2142-2154.",
+    "ica": "Calhoun VD, Adali T, Pearlson GD, Pekar JJ. A method for making group inferences from functional "
+           "MRI data using independent component analysis. Hum Brain Mapp. 2001;14(3):140-151.",
+    "fastica": "Hyvärinen A. Fast and robust fixed-point algorithms for independent component analysis. "
+               "IEEE Trans Neural Netw. 1999;10(3):626-634.",
+    "dualreg": "Nickerson LD, Smith SM, Öngür D, Beckmann CF. Using dual regression to investigate network "
+               "shape and amplitude in functional connectivity analyses. Front Neurosci. 2017;11:115.",
+    "graph": "Rubinov M, Sporns O. Complex network measures of brain connectivity: uses and interpretations. "
+             "NeuroImage. 2010;52(3):1059-1069.",
+    "smallworld": "Humphries MD, Gurney K. Network 'small-world-ness': a quantitative method for determining "
+                  "canonical network equivalence. PLoS One. 2008;3(4):e0002051.",
+    "maslov": "Maslov S, Sneppen K. Specificity and stability in topology of protein networks. Science. "
+              "2002;296(5569):910-913.",
+    "nbs": "Zalesky A, Fornito A, Bullmore ET. Network-based statistic: identifying differences in brain "
+           "networks. NeuroImage. 2010;53(4):1197-1207.",
+    "networkx": "Hagberg AA, Schult DA, Swart PJ. Exploring network structure, dynamics, and function using "
+                "NetworkX. Proc 7th Python in Science Conf (SciPy2008). 2008:11-15.",
+    "winkler": "Winkler AM, Ridgway GR, Webster MA, Smith SM, Nichols TE. Permutation inference for the "
+               "general linear model. NeuroImage. 2014;92:381-397.",
+    "freedman": "Freedman D, Lane D. A nonstochastic interpretation of reported significance levels. J Bus "
+                "Econ Stat. 1983;1(4):292-298.",
+    "tfce": "Smith SM, Nichols TE. Threshold-free cluster enhancement: addressing problems of smoothing, "
+            "threshold dependence and localisation in cluster inference. NeuroImage. 2009;44(1):83-98.",
+    "bh": "Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach "
+          "to multiple testing. J R Stat Soc B. 1995;57(1):289-300.",
+    "aal": "Rolls ET, Joliot M, Tzourio-Mazoyer N. Implementation of a new parcellation of the orbitofrontal "
+           "cortex in the automated anatomical labeling atlas. NeuroImage. 2015;122:1-5.",
+    "ho": "Makris N, et al. Decreased volume of left and total anterior insular lobule in schizophrenia. "
+          "Schizophr Res. 2006;83(2-3):155-171.",
+    "combat": "Fortin JP, et al. Harmonization of cortical thickness measurements across scanners and sites. "
+              "NeuroImage. 2018;167:104-120.",
+}
+
+SOFTWARE = ("numpy", "scipy", "pandas", "nibabel", "nilearn", "dipy", "antspyx", "scikit-learn", "networkx",
+            "numba", "statsmodels", "matplotlib", "jinja2")
+
+
+def versions() -> dict:
+    """Versions of Python, hfsmri and its scientific dependencies ("not installed" if absent)."""
+    out = {"python": platform.python_version()}
+    for pkg in ("hfsmri",) + SOFTWARE:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, (list, tuple)):
+        return "–".join(_fmt(x) for x in v) if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) \
+            else ", ".join(_fmt(x) for x in v)
+    return "none" if v is None else str(v)
+
+
+class _Cite:
+    """Numbers citations in order of first use."""
+
+    def __init__(self):
+        self.order: list[str] = []
+
+    def __call__(self, *keys) -> str:
+        nums = []
+        for k in keys:
+            if k not in REFERENCES:
+                continue
+            if k not in self.order:
+                self.order.append(k)
+            nums.append(self.order.index(k) + 1)
+        return "[" + ", ".join(str(n) for n in nums) + "]" if nums else ""
+
+
+def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str | None:
+    g = p.get
+    anat, func, dwi = pre.get("anat", {}), pre.get("func", {}), pre.get("dwi", {})
+    if name == "vbm":
+        mod = ("modulated by the Jacobian determinant of the deformation so that they encode local volume"
+               if g("modulated", True) else "not modulated (tissue concentration)")
+        return (f"Voxel-based morphometry (VBM) {c('vbm_ashburner', 'vbm_good')}: grey-matter (GM) probability "
+                f"maps were warped to MNI space at {_fmt(g('resolution', 2))} mm, {mod}, and smoothed with an "
+                f"isotropic Gaussian kernel of {_fmt(g('fwhm', 8))} mm FWHM. Total intracranial volume (TIV) "
+                "was added to the covariates of the VBM model.")
+    if name == "thickness":
+        m = str(g("method", "laplace")).lower()
+        cite = c("laplace") if m == "laplace" else c("direct") if m in ("direct", "kellykapowski") else ""
+        return (f"Cortical thickness was estimated voxel-wise with the {m} method {cite} on the GM segmentation "
+                f"in MNI space at {_fmt(g('resolution', 2))} mm, smoothed with {_fmt(g('fwhm', 0))} mm FWHM; "
+                f"regional mean thickness was extracted in the {_fmt(g('atlas', 'harvard_oxford'))} atlas "
+                f"{c('ho') if 'harvard' in str(g('atlas', '')) else c('aal')}.")
+    if name == "roi_volumes":
+        return ("Regional GM volumes (thalamus, putamen, pallidum, amygdala, hippocampus, parahippocampal gyrus, "
+                "cerebellum VI/VIII, inferior parietal lobule, dorsolateral prefrontal cortex) were obtained by "
+                f"summing modulated GM in atlas regions {c('aal', 'ho')}; TIV was handled as "
+                f"'{_fmt(g('tiv', 'covariate'))}'.")
+    if name == "dti":
+        fit = str(g("fit", "wls")).upper()
+        return (f"Diffusion tensors {c('basser')} were fitted by {fit} {c('wls') if fit == 'WLS' else ''} with "
+                f"dipy-compatible conventions {c('dipy')} to volumes with b ≤ {_fmt(g('bmax', 1500))} s/mm² "
+                f"(b0 threshold {_fmt(g('b0_threshold', dwi.get('b0_threshold', 50)))} s/mm²; motion "
+                f"correction: {_fmt(g('motion_correction', True))}; denoising: {_fmt(g('denoise'))}). Fractional "
+                "anisotropy (FA), mean (MD = (λ1+λ2+λ3)/3), axial (AD = λ1) and radial diffusivity "
+                f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {_fmt(g('resolution', 2))} mm. The number "
+                "of diffusion directions of every subject is listed in the QC table.")
+    if name == "tbss":
+        return (f"Tract-based spatial statistics (TBSS) {c('tbss')}: the mean FA image of all subjects was "
+                f"skeletonised and thresholded at FA ≥ {_fmt(g('fa_threshold', 0.2))}; each subject's maximal "
+                "FA perpendicular to the skeleton was projected onto it, and MD, AD and RD were projected with "
+                "the FA projection. Skeleton-wise statistics used TFCE with the 2D/skeleton setting "
+                f"(H = 2, E = 1, 26-connectivity) {c('tfce')}.")
+    if name == "dwi_rois":
+        return (f"Mean FA, MD, AD and RD were extracted in white-matter tracts of the {_fmt(g('atlas', 'juelich'))} "
+                f"atlas {c('juelich')} (inferior longitudinal and inferior fronto-occipital fascicles, superior "
+                "longitudinal fascicle, posterior limb of the internal capsule, posterior thalamic radiation) and "
+                f"in corpus callosum subdivisions ({_fmt(g('callosum_scheme', 'witelson'))} scheme "
+                f"{c('witelson')}: genu, body, splenium, whole).")
+    if name == "reho":
+        return (f"Regional homogeneity (ReHo) {c('reho')} was computed as Kendall's coefficient of concordance "
+                f"of the time series of each voxel and its {int(g('neighborhood', 27)) - 1} nearest in-mask "
+                "neighbours (ties given mean ranks), standardised, and smoothed with "
+                f"{_fmt(g('fwhm', 4))} mm FWHM.")
+    if name == "alff":
+        return (f"The amplitude of low-frequency fluctuations (ALFF) {c('alff')} and fractional ALFF {c('falff')} "
+                f"were computed (DPABI conventions) in the {_fmt(g('band', [0.01, 0.08]))} Hz band, standardised "
+                f"and smoothed with {_fmt(g('fwhm', 4))} mm FWHM.")
+    if name == "dc":
+        return (f"Degree centrality {c('dc')} was computed over all grey-matter voxel pairs with correlation "
+                f"r > {_fmt(g('r_threshold', 0.25))}, binarised (dcb) and weighted (dcw), and smoothed with "
+                f"{_fmt(g('fwhm', 4))} mm FWHM.")
+    if name == "vmhc":
+        return (f"Voxel-mirrored homotopic connectivity (VMHC) {c('vmhc')} was computed as the Fisher z-transformed "
+                "correlation between each voxel and its mirror voxel in the symmetric template, smoothed with "
+                f"{_fmt(g('fwhm', 4))} mm FWHM.")
+    if name == "seed_fc":
+        seeds = _fmt(g("seeds", []))
+        di = c("dimartino") if any(re.match(r"^(dc|vc|drp|vrp|dcp|vis)", str(s)) for s in g("seeds", []) or []) \
+            else ""
+        return (f"Seed-based functional connectivity {c('biswal')}: the mean cleaned time series of each seed "
+                f"({seeds}) {di} was correlated (Pearson) with every voxel; correlations were Fisher z-transformed "
+                f"and smoothed with {_fmt(g('fwhm', 6))} mm FWHM.")
+    if name == "ica":
+        return (f"Group independent component analysis {c('ica', 'fastica')} of temporally concatenated data "
+                f"extracted {_fmt(g('n_components', 20))} components; subject-specific maps were obtained by dual "
+                f"regression {c('dualreg')} (variance normalisation: {_fmt(g('variance_normalise', True))}).")
+    if name == "graph":
+        return (f"Functional connectomes were built from the regions of the {_fmt(g('atlas', 'aal'))} atlas "
+                f"{c('aal') if str(g('atlas', 'aal')).startswith('aal') else ''} ({_fmt(g('kind', 'pearson'))} "
+                "correlation of regional mean time series). Graph metrics "
+                f"{c('graph', 'networkx')} were computed over the sparsity range "
+                f"{_fmt(g('sparsity_min', 0.05))}–{_fmt(g('sparsity_max', 0.4))} (step "
+                f"{_fmt(g('sparsity_step', 0.01))}), keeping the strongest positive edges, and summarised by the "
+                f"area under the curve; small-world indices used {_fmt(g('n_random', 20))} degree-preserving "
+                f"random graphs {c('maslov', 'smallworld')}. Edge-wise group differences were tested with the "
+                f"network-based statistic {c('nbs')} at a primary threshold t = {_fmt(g('nbs_threshold', 3))}.")
+    return None
+
+
+def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, excluded=None,
+                     flipped=None, simulated: bool = False) -> tuple[list[dict], list[str]]:
+    """Methods paragraphs and the numbered reference list.
+
+    Parameters
+    ----------
+    study : resolved study (``study.resolved.yaml`` as a dict; may be empty).
+    analyses : names of the analyses whose results are reported (keys of ``study["analyses"]``).
+    n_patients, n_controls, excluded, flipped : participant counts, ``{label: reason}``, flipped labels.
+    simulated : the data come from ``hfsmri simulate``.
+
+    Returns
+    -------
+    (sections, references): sections are ``{"title", "text"}`` dicts; references are strings in
+    citation order ("[1]" is ``references[0]``).
+    """
+    v = versions()
+    c = _Cite()
+    analyses = [a for a in analyses]
+    params = study.get("analyses") or {}
+    pre = study.get("preprocessing") or {}
+    stats = study.get("stats") or {}
+    sections = []
+
+    intro = (f"Results included in this report were generated with hfsmri {v['hfsmri']} {c('hfsmri')} "
+             f"(Python {v['python']}), which builds on nilearn {v['nilearn']} {c('nilearn')}, dipy {v['dipy']} "
+             f"{c('dipy')}, ANTsPy {v['antspyx']} {c('ants', 'antspy')}, NumPy {v['numpy']} {c('numpy')} and "
+             f"SciPy {v['scipy']} {c('scipy')}. The boilerplate text was automatically generated from the "
+             "resolved study definition (study.resolved.yaml) with the express intention that users copy it into "
+             "their manuscripts unchanged.")
+    sections.append({"title": "Software", "text": intro})
+
+    parts = []
+    if n_patients is not None and n_controls is not None:
+        parts.append(f"{n_patients} patients and {n_controls} healthy controls were analysed")
+    if excluded:
+        parts.append(f"{len(excluded)} participant(s) were excluded ("
+                     + "; ".join(f"sub-{str(k).removeprefix('sub-')}: {r}" for k, r in excluded.items()) + ")")
+    flip_to = study.get("flip_to")
+    if flip_to:
+        parts.append(f"images of patients whose affected side was opposite to {flip_to} were mirrored "
+                     f"left-right in MNI space so that the affected hemisphere is on the {flip_to} for every patient "
+                     f"({len(flipped or [])} patient(s) flipped); controls and bilateral cases were not flipped")
+    else:
+        parts.append("images were not flipped by affected side")
+    if study.get("sessions"):
+        parts.append(f"sessions: {_fmt(study['sessions'])}")
+    if simulated:
+        parts.append("the data were simulated by hfsmri simulate with planted effects (ground truth scored below)")
+    if parts:
+        sections.append({"title": "Participants", "text": "; ".join(parts) + "."})
+
+    anat_pre = pre.get("anat", {})
+    if any(a in analyses for a in ("vbm", "thickness", "roi_volumes")):
+        sections.append({"title": "Anatomical preprocessing", "text": (
+            "T1-weighted images were brain-extracted (" + _fmt(anat_pre.get("brain_extraction", "template")) +
+            "), segmented into GM, WM and CSF and registered non-linearly to the MNI152 2009 template "
+            f"{c('mni2009')} (nilearn's bundled ICBM152 2009 template; outputs named MNI152NLin2009cAsym) with "
+            f"ANTs {_fmt(anat_pre.get('registration', 'SyN'))} {c('ants')}, at "
+            f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
+    func_pre = pre.get("func", {})
+    if any(a in analyses for a in ("reho", "alff", "dc", "vmhc", "seed_fc", "ica", "graph")):
+        sections.append({"title": "Functional preprocessing", "text": (
+            f"The first {_fmt(func_pre.get('dummy_scans', 5))} volumes of each resting-state run were discarded; "
+            "head motion was estimated and framewise displacement (FD) computed as in Power et al. "
+            f"{c('power2012')}; runs were registered to MNI space at {_fmt(func_pre.get('resolution', 3))} mm, "
+            "nuisance signals regressed out (global signal: "
+            f"{_fmt(func_pre.get('global_signal', False))}), band-pass filtered to "
+            f"{_fmt(func_pre.get('band', [0.01, 0.08]))} Hz (not for ALFF/fALFF), and scrubbing of volumes with "
+            f"FD > {_fmt(func_pre.get('fd_scrub_threshold', 0.5))} mm was "
+            f"{'applied' if func_pre.get('scrubbing') else 'not applied'}; runs with mean FD > "
+            f"{_fmt(func_pre.get('max_mean_fd', 0.2))} mm were "
+            f"{'excluded' if func_pre.get('exclude_high_motion') else 'flagged in the QC table'}.")})
+
+    for a in analyses:
+        text = _analysis_text(a, params.get(a) or {}, pre, c, study.get("covariates") or [])
+        if text:
+            sections.append({"title": a, "text": text})
+
+    if stats or analyses:
+        covs = _fmt(study.get("covariates") or []) or "none"
+        clin = study.get("clinical") or []
+        tfce = stats.get("tfce", True)
+        txt = (f"Group differences (patients vs controls, both directions) were tested with a general linear model "
+               f"with covariates {covs}"
+               + (f" (site column '{study['site_column']}')" if study.get("site_column") else "") +
+               f". Inference was non-parametric: {_fmt(stats.get('n_perm', 5000))} Freedman–Lane permutations "
+               f"{c('freedman', 'winkler')} (random seed {_fmt(stats.get('random_seed', 0))}), with "
+               + (f"threshold-free cluster enhancement (TFCE; H = 2, E = 0.5, 6-connectivity in 3D) {c('tfce')}"
+                  if tfce else "the voxel-wise t statistic") +
+               " and family-wise error (FWE) control by the permutation distribution of the maximum statistic; "
+               f"maps are thresholded at FWE p < {_fmt(stats.get('alpha', 0.05))}. ")
+        if clin:
+            txt += (f"Within patients, associations with the clinical scores ({_fmt(clin)}) were tested with the "
+                    "same model (partial correlations adjusted for the covariates). ")
+        txt += (f"ROI-level tests report Benjamini–Hochberg FDR-corrected p-values {c('bh')} where stated. "
+                f"Clusters were labelled with the AAL2 {c('aal')} and Harvard–Oxford {c('ho')} atlases at their "
+                "peak (MNI mm).")
+        sections.append({"title": "Statistics", "text": txt})
+
+    refs = [REFERENCES[k].format(version=v["hfsmri"]) for k in c.order]
+    return sections, refs
+
+
+def methods_markdown(sections: list[dict], refs: list[str]) -> str:
+    """Plain-text (Markdown) version of the boilerplate, written next to the report."""
+    lines = ["# Methods (generated by hfsmri)", ""]
+    for s in sections:
+        lines += [f"**{s['title']}.** {s['text']}", ""]
+    lines += ["## References", ""] + [f"{i}. {r}" for i, r in enumerate(refs, 1)]
+    return "\n".join(lines) + "\n"
