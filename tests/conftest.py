@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# ANTs results depend on the ITK thread count: one thread per test process (read once by ITK)
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 
 def _img(path: Path, shape, tr=None, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from hfsmri.errors import DesignError
 from hfsmri.stats.design import clinical_designs, design_from_study, flipped_subjects, one_sample_design
 
-from .conftest import FakeStudy, make_participants
+from .conftest import FakeStudy
 
 
 def test_group_design_coding(fake_study, participants):
@@ -96,3 +96,20 @@ def test_design_errors_name_the_column(participants):
 def test_one_sample_design():
     d = one_sample_design(["01", "02", "03"])
     assert d.columns == ["intercept"] and d.X.shape == (3, 1)
+
+
+def test_with_the_real_study(tmp_path):
+    from hfsmri.study import Study
+
+    from ..conftest import make_bids
+
+    subs = tuple(f"{i:02d}" for i in range(1, 11))
+    root = make_bids(tmp_path / "bids", subjects=subs, groups=("HFS",) * 5 + ("HC",) * 5, modalities=())
+    study = Study.from_bids(root, {"group_column": "group", "covariates": ["age"], "clinical": ["severity"],
+                                   "affected_side_column": "affected_side", "flip_to": "R"})
+    d = design_from_study(study, list(subs))
+    assert d.columns == ["patient", "control", "age"]
+    assert d.flipped == [s for s in subs if study.flipped(s)]
+    assert d.roles == ["patient"] * 5 + ["control"] * 5
+    cd = clinical_designs(study, list(subs))
+    assert list(cd) == ["severity"] and cd["severity"].subjects == list(subs[:5])

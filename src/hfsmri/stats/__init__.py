@@ -1,1 +1,9 @@
-"""hfsmri.stats"""
+"""hfsmri.stats — the statistics engine every group analysis goes through.
+
+Modules: :mod:`design` (design matrices from the Study), :mod:`glm` (vectorised OLS and
+``permuted_glm``: Freedman–Lane / sign flipping, max-statistic FWE, FDR), :mod:`tfce` (fast exact
+TFCE), :mod:`permutation` (permutation sets, exact enumeration, exchangeability blocks, nilearn's
+stream), :mod:`clusters` (cluster tables with atlas labels), :mod:`fdr`, :mod:`roi`,
+:mod:`correlation`, :mod:`group_analysis` (writes the contract's group outputs).
+See docs/statistics.md.
+"""

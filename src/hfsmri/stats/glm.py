@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit, prange
 from scipy import stats as sps
 
 from ..errors import DesignError, InputDataError
@@ -300,30 +301,75 @@ def _p_from_null(obs: np.ndarray, null: np.ndarray) -> np.ndarray:
     return (srt.size - idx) / srt.size
 
 
+@njit(cache=True, parallel=True)
+def _t_from_G(G, k, a, normE2, scale, out):
+    """t (B, V) from G = stacked Q'PE (B*k, V): num = a'G_b, rss = |E|² - |G_b|²."""
+    B = out.shape[0]
+    V = out.shape[1]
+    for v in prange(V):
+        e2 = normE2[v]
+        tiny = 1e-24 * e2
+        for b in range(B):
+            num = 0.0
+            fit = 0.0
+            for j in range(k):
+                g = G[b * k + j, v]
+                num += a[j] * g
+                fit += g * g
+            rss = e2 - fit
+            if rss > tiny and e2 > 0:
+                out[b, v] = num / np.sqrt(rss * scale)
+            else:
+                out[b, v] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def _count(T, thr_pos, thr_neg, thr_abs, cnt_pos, cnt_neg, cnt_abs):
+    """Per-voxel counts of T >= thr_pos, T <= thr_neg, |T| >= thr_abs over the batch."""
+    B = T.shape[0]
+    V = T.shape[1]
+    for v in prange(V):
+        cp = 0
+        cn = 0
+        ca = 0
+        for b in range(B):
+            x = T[b, v]
+            if x >= thr_pos[v]:
+                cp += 1
+            if x <= thr_neg[v]:
+                cn += 1
+            if abs(x) >= thr_abs[v]:
+                ca += 1
+        cnt_pos[v] += cp
+        cnt_neg[v] += cn
+        cnt_abs[v] += ca
+
+
+@njit(cache=True, parallel=True)
+def _count_ge(T, thr, cnt):
+    B = T.shape[0]
+    V = T.shape[1]
+    for v in prange(V):
+        c = 0
+        for b in range(B):
+            if T[b, v] >= thr[v]:
+                c += 1
+        cnt[v] += c
+
+
 def _batch_t(E, normE2, rows, scheme, Q, a, var_c, df, out):
     """t maps (B, V) for a batch of permutations/sign flips (Freedman–Lane)."""
     B = rows.shape[0]
     n, k = Q.shape
     M = np.empty((B * k, n))
-    W = np.empty((B, n))
     for b in range(B):
         if scheme == "permute":
-            inv = np.argsort(rows[b])
-            Qp = Q[inv]
+            Qp = Q[np.argsort(rows[b])]
         else:
             Qp = Q * rows[b][:, None]
         M[b * k:(b + 1) * k] = Qp.T
-        W[b] = Qp @ a
-    G = M @ E                                    # (B*k, V)
-    num = W @ E                                  # (B, V)
-    G *= G
-    fit = G.reshape(B, k, -1).sum(axis=1)
-    rss = normE2[None, :] - fit
-    np.maximum(rss, 0.0, out=rss)
-    denom = np.sqrt(rss / df * var_c)
-    ok = denom > 1e-12 * np.sqrt(np.maximum(normE2, 1e-300))[None, :]
-    np.divide(num, denom, out=out, where=ok)
-    out[~ok] = 0.0
+    G = M @ E                                    # (B*k, V): one BLAS call per batch
+    _t_from_G(G, k, np.ascontiguousarray(a, dtype=np.float64), normE2, var_c / df, out)
     return out
 
 
@@ -482,7 +528,7 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
             null_size[0, j], null_mass[0, j] = _tf.cluster_max(np.ascontiguousarray(sign * t_obs), nbr, cl_thr)
     k = X.shape[1]
     if batch_size is None:
-        per_perm = (k + 6) * V * 8
+        per_perm = (k + 3) * V * 8
         batch_size = int(max(1, min(64, memory_mb * 2 ** 20 // max(per_perm, 1))))
     t_thr_pos = t_obs - _TOL * np.maximum(1.0, np.abs(t_obs))
     t_thr_neg = t_obs + _TOL * np.maximum(1.0, np.abs(t_obs))
@@ -501,9 +547,7 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
         T = _batch_t(E, normE2, r, scheme, Q, a, var_c, df, Tbuf[:B])
         null_t[s:s + B, 0] = T.max(axis=1)
         null_t[s:s + B, 1] = -T.min(axis=1)
-        cnt_t[0] += (T >= t_thr_pos).sum(axis=0)
-        cnt_t[1] += (T <= t_thr_neg).sum(axis=0)
-        cnt_abs += (np.abs(T) >= abs_thr).sum(axis=0)
+        _count(T, t_thr_pos, t_thr_neg, abs_thr, cnt_t[0], cnt_t[1], cnt_abs)
         if tfce or do_clusters:
             mt = np.zeros((B, 2))
             ms = np.zeros((B, 2))
@@ -513,8 +557,8 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
                               tf_pos[:B], tf_neg[:B], mt, ms, mm)
             if tfce:
                 null_tf[s:s + B] = mt
-                cnt_tf[0] += (tf_pos[:B] >= tf_thr["pos"]).sum(axis=0)
-                cnt_tf[1] += (tf_neg[:B] >= tf_thr["neg"]).sum(axis=0)
+                _count_ge(tf_pos[:B], tf_thr["pos"], cnt_tf[0])
+                _count_ge(tf_neg[:B], tf_thr["neg"], cnt_tf[1])
             if do_clusters:
                 null_size[s:s + B] = ms
                 null_mass[s:s + B] = mm

@@ -1,0 +1,1 @@
+"""hfsmri.graph"""
