@@ -47,7 +47,8 @@ DEFAULTS: dict[str, dict] = {
 
 #: preprocessing parameters shared by the analyses of a modality (study.yaml ``preprocessing``)
 PREPROCESSING_DEFAULTS: dict[str, dict] = {
-    "anat": {"template_resolution": 2, "registration": "SyN", "brain_extraction": "template"},
+    "anat": {"template_resolution": 2, "registration": "SyN", "brain_extraction": "template",
+             "bet_margin_mm": 5.0, "longitudinal": "midspace"},
     "dwi": {"b0_threshold": 50},
     "func": {"dummy_scans": 5, "resolution": 3, "band": [0.01, 0.08], "global_signal": False,
              "scrubbing": False, "fd_scrub_threshold": 0.5, "max_mean_fd": 0.2,

@@ -37,7 +37,12 @@ def demo_study_config(n_perm: int | None = None, quick: bool = False) -> dict:
         "covariates": ["age", "sex"],
         "clinical": ["severity", "duration_months", "hama", "hamd"],
         "affected_side_column": "affected_side",
-        "flip_to": None,
+        "flip_to": "R",  # ipsi-lesional effects of the simulator are planted on the right (docs/simulator.md)
+        # every analysis; the simulated DWI has no head motion, so per-volume motion correction
+        # (about 1 s per volume) is off in the demo; ICA with 10 components for 20 short runs
+        "analyses": {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_correction": False},
+                     "tbss": {}, "dwi_rois": {}, "reho": {}, "alff": {}, "dc": {}, "vmhc": {},
+                     "seed_fc": {}, "ica": {"n_components": 10}, "graph": {}},
         "stats": stats,
     }
 

@@ -181,3 +181,182 @@ def longitudinal_roi(study, table: pd.DataFrame, out_dir, stats: dict) -> pd.Dat
             df.loc[idx, "p_fdr"] = fdr_bh(df.loc[idx, "p_perm"].to_numpy())
         save_tsv_atomic(df, Path(out_dir) / "rois_longitudinal.tsv")
     return df
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points for the modality group stages (anat, dwi, func, conn): each stage calls these with
+# its own per-session map paths / ROI tables after its cross-sectional analysis.
+
+def is_longitudinal(study) -> bool:
+    """True when study.yaml lists at least two sessions."""
+    return len(getattr(study, "sessions", None) or []) >= 2
+
+
+def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bool = False, base_mask=None,
+                          tfce_setting: str = "3d", sidecar: dict | None = None, out_dir=None,
+                          roi_specs: dict | None = None) -> dict:
+    """Longitudinal designs on one metric's per-session maps, for a modality group stage.
+
+    Parameters
+    ----------
+    gctx : GroupContext (``study``, ``out`` Derivatives, ``stats``, ``log``)
+    analysis, metric : group folder names (results go to ``group/<analysis>/<metric>/``)
+    path_of : callable ``(participant label, session label) -> path`` of the subject's map in MNI
+        space (maps that do not exist are skipped; a subject needs both sessions)
+    flip : mirror (x -> -x) the maps of patients flagged by ``study.flipped`` (stages whose
+        participant maps are not already aligned to the affected side)
+    base_mask : optional bool array on the maps' grid restricting the analysis (e.g. the
+        stage's white-matter mask); the mask used is ``base_mask`` (else the template brain mask
+        when it is on the same grid) where every map of both sessions is finite and non-zero.
+    tfce_setting : "3d" or "skeleton"
+    sidecar : extra entries for the sidecars
+    roi_specs : optional ROI name -> :func:`hfsmri.spatial.atlas.region_mask` spec (or bool
+        array); the mean of each ROI (within the analysis mask) per subject and session also goes
+        through :func:`longitudinal_roi` (``rois_longitudinal.tsv``)
+
+    Returns a JSON-able summary (``{}`` for cross-sectional studies; ``{"error": ...}`` when the
+    designs cannot be run — never raises an :class:`~hfsmri.errors.HfsmriError`, so the
+    cross-sectional results of the stage are kept).
+    """
+    import nibabel as nib
+
+    from .derivatives import save_nifti_atomic, write_json_atomic
+    from .errors import HfsmriError
+
+    study = gctx.study
+    if not is_longitudinal(study):
+        return {}
+    log_ = getattr(gctx, "log", None) or log
+    try:
+        pre, post = session_pair(study)
+        maps = {}
+        for s in study.labels:
+            p0, p1 = path_of(s, pre), path_of(s, post)
+            if p0 is None or p1 is None or not Path(p0).exists() or not Path(p1).exists():
+                continue
+            for ses, p in ((pre, p0), (post, p1)):
+                img = nib.load(str(p))
+                if flip and study.flipped(s):
+                    from .spatial.flip import flip_lr
+                    img = flip_lr(img)
+                maps[(s, ses)] = img
+        subjects = paired_subjects(study, maps)
+        if len(subjects) < 2:
+            return {"skipped": f"{len(subjects)} subject(s) with maps at both {pre} and {post}"}
+        first = maps[(subjects[0], pre)]
+        shape, affine = first.shape[:3], first.affine
+        if base_mask is not None:
+            mask = np.asarray(base_mask, dtype=bool).copy()
+            if mask.shape != tuple(shape):
+                raise HfsmriError(f"{analysis}/{metric}: analysis mask grid {mask.shape} differs from the maps' "
+                                  f"{tuple(shape)}")
+        else:
+            mask = np.ones(shape, dtype=bool)
+            try:
+                from .spatial.templates import load_template
+                res = abs(float(affine[0, 0]))
+                t = np.asarray(load_template("mask", int(res) if res.is_integer() else res).dataobj) > 0
+                if t.shape == shape:
+                    mask = t
+            except Exception:  # noqa: BLE001 - a template on another grid: keep the data-driven mask
+                pass
+        arrays = {}
+        for s in subjects:
+            for ses in (pre, post):
+                a = np.asarray(maps[(s, ses)].dataobj, dtype=np.float64)
+                if a.shape[:3] != shape:
+                    raise HfsmriError(f"{analysis}/{metric}: map of sub-{s} ses-{ses} has grid {a.shape} "
+                                      f"differing from {shape}")
+                a = a.reshape(shape)
+                mask &= np.isfinite(a) & (a != 0)
+                arrays[(s, ses)] = nib.Nifti1Image(np.nan_to_num(a).astype(np.float32), affine)
+        if mask.sum() < 10:
+            return {"skipped": "fewer than 10 voxels covered by every map of both sessions"}
+        out_dir = Path(out_dir) if out_dir is not None else gctx.out.group_dir(analysis, metric)
+        mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
+        save_nifti_atomic(mask_img, out_dir / "mask_longitudinal.nii.gz")
+        side = {"Analysis": analysis, "Metric": metric, "Sessions": [pre, post],
+                "Flipped": [s for s in subjects if flip and study.flipped(s)], **(sidecar or {})}
+        log_.info("%s/%s: longitudinal designs on %d subjects with %s and %s", analysis, metric,
+                  len(subjects), pre, post)
+        clusters = longitudinal_voxelwise(study, arrays, mask_img, out_dir, dict(gctx.stats or {}),
+                                          tfce_setting=tfce_setting, sidecar=side)
+        designs = longitudinal_designs(study, subjects)
+        summary = {"sessions": [pre, post], "n_subjects": len(subjects), "n_mask_voxels": int(mask.sum()),
+                   "designs": {k: {"n": len(d.subjects), "contrasts": list(d.contrasts)} for k, d in designs.items()},
+                   "n_cluster_rows": int(len(clusters))}
+        if roi_specs:
+            from .spatial.atlas import region_mask
+
+            tables = {}
+            for ses in (pre, post):
+                cols = {}
+                for name, spec in roi_specs.items():
+                    try:
+                        m = (np.asarray(spec, dtype=bool) if isinstance(spec, np.ndarray)
+                             else region_mask(spec, mask_img)) & mask
+                    except (ValueError, HfsmriError):
+                        continue
+                    if m.any():
+                        cols[name] = {s: float(np.asarray(arrays[(s, ses)].dataobj)[m].mean()) for s in subjects}
+                tables[ses] = pd.DataFrame(cols)
+            summary["rois"] = run_longitudinal_roi(gctx, analysis, metric, tables, out_dir=out_dir)
+        write_json_atomic(out_dir / "summary_longitudinal.json", summary)
+        return summary
+    except HfsmriError as exc:
+        log_.warning("%s/%s: longitudinal analysis skipped: %s", analysis, metric, exc)
+        return {"error": str(exc)}
+
+
+def run_longitudinal_roi(gctx, analysis: str, metric: str, tables: dict, out_dir=None) -> dict:
+    """Longitudinal ROI tests for a modality group stage.
+
+    ``tables``: session label -> DataFrame (index participant, one column per ROI; the stage's
+    per-session ROI table, already side-aligned). Writes ``rois_longitudinal.tsv`` in
+    ``group/<analysis>/<metric>/``. Same error policy as :func:`run_longitudinal_maps`.
+    """
+    from .errors import HfsmriError
+
+    study = gctx.study
+    if not is_longitudinal(study):
+        return {}
+    log_ = getattr(gctx, "log", None) or log
+    try:
+        pre, post = session_pair(study)
+        if pre not in tables or post not in tables:
+            return {"skipped": f"no ROI table for session {pre if pre not in tables else post}"}
+        cols = [c for c in tables[pre].columns if c in set(tables[post].columns)]
+        frames = []
+        for ses in (pre, post):
+            t = tables[ses][cols].copy()
+            t.index = pd.MultiIndex.from_tuples([(_lab(i), ses) for i in t.index], names=["participant", "session"])
+            frames.append(t)
+        tab = pd.concat(frames).apply(pd.to_numeric, errors="coerce")
+        tab = tab.loc[:, tab.notna().all(axis=0)]
+        if tab.shape[1] == 0:
+            return {"skipped": "no ROI with values at both sessions"}
+        out_dir = Path(out_dir) if out_dir is not None else gctx.out.group_dir(analysis, metric)
+        df = longitudinal_roi(study, tab, out_dir, dict(gctx.stats or {}))
+        return {"sessions": [pre, post], "n_rois": int(tab.shape[1]), "n_rows": int(len(df))}
+    except HfsmriError as exc:
+        log_.warning("%s/%s: longitudinal ROI analysis skipped: %s", analysis, metric, exc)
+        return {"error": str(exc)}
+
+
+def roi_tables_by_session(study, read_row) -> dict:
+    """Per-session ROI tables for :func:`run_longitudinal_roi`.
+
+    ``read_row(participant label, session label)`` returns the subject's ROI values as a
+    ``pandas.Series`` (index = ROI names) or ``None`` when the subject has no table for that
+    session. Returns ``{session: DataFrame (participants x ROIs)}`` for the baseline and follow-up.
+    """
+    pre, post = session_pair(study)
+    out = {}
+    for ses in (pre, post):
+        rows = {}
+        for s in study.labels:
+            r = read_row(s, ses)
+            if r is not None:
+                rows[s] = r
+        out[ses] = pd.DataFrame(rows).T
+    return out

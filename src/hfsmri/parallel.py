@@ -1,12 +1,19 @@
 """Executor for independent per-subject jobs.
 
-* Local (default): a process pool of ``nprocs`` workers; each job runs in a fresh process
-  (``max_tasks_per_child=1``), so its peak memory is measured exactly and a crash (even a segfault
-  in a C library) cannot take other subjects down.
+* Local (default): ``nprocs`` jobs at a time, each in a fresh process of its own (a single-worker
+  pool per job), so a crash (even a segfault in a C library or an out-of-memory kill) fails only
+  that subject; one shared ``ProcessPoolExecutor`` would be broken for every pending job.
 * Cluster: with ``scheduler`` (a ``dask.distributed`` address such as ``tcp://host:8786``) the same
   job function is submitted to the cluster.
-* Threads: BLAS/OpenMP/ITK/numba threads of each job are capped to ``omp_nthreads`` through the
-  environment variables listed in :data:`THREAD_ENV`, set before the worker imports numpy.
+* Threads: BLAS/OpenMP/ITK/numba threads of each job are capped to ``omp_nthreads``
+  (:func:`thread_limits`: the environment variables of :data:`THREAD_ENV`, set before a pool worker
+  imports numpy, plus threadpoolctl and ``numba.set_num_threads`` for libraries already loaded), so
+  a job gets the same thread count in-process (``nprocs=1``), in a pool worker or on a dask worker.
+  With ``omp_nthreads`` given, that count does not depend on ``nprocs`` (required for
+  bit-identical results: BLAS reductions and ITK/ANTs registration depend on the thread count).
+* Memory: each job's estimate (``Job.mem_mb``) bounds the concurrency under ``mem_mb``; the
+  estimate and the measured peak resident memory (Linux ``VmHWM``, reset at the job start) are
+  logged for every job and returned in :class:`JobResult`.
 * Logs: each job writes ``OUTPUT_DIR/logs/<job name>.log``; failures are collected and reported at
   the end (or raised at once with ``stop_on_first_crash``).
 """
@@ -19,7 +26,8 @@ import resource
 import sys
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +59,7 @@ class JobResult:
     seconds: float = 0.0
     peak_mb: float | None = None
     log_file: str | None = None
+    mem_mb: float | None = None  # the job's memory estimate
 
 
 class JobFailed(RuntimeError):
@@ -66,15 +75,104 @@ def thread_env(omp_nthreads: int) -> dict[str, str]:
     return {k: n for k in THREAD_ENV}
 
 
+def _reset_peak() -> bool:
+    """Reset this process's peak resident memory (Linux ``/proc/self/clear_refs``); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_mb() -> float:
+    """Peak resident memory of this process (MB): ``VmHWM`` (since the last :func:`_reset_peak`) on
+    Linux, else ``ru_maxrss`` (peak over the process's life)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if sys.platform != "darwin" else kb / 1024.0 / 1024.0
 
 
+@contextmanager
+def thread_limits(n: int | None):
+    """Cap the threads of this process to ``n`` for the duration of the block.
+
+    Three layers, so that the cap holds whether a library is already loaded or not (in-process
+    ``--nprocs 1`` runs and dask workers have numpy loaded before the job starts):
+
+    * environment variables :data:`THREAD_ENV` (libraries loaded later, ITK when it first starts
+      threads, child processes);
+    * ``threadpoolctl`` for BLAS / OpenMP runtimes already loaded;
+    * ``numba.set_num_threads`` (numba is imported first so that its pool size is unaffected).
+
+    Everything is restored on exit. ``n`` None or 0: no change.
+    """
+    if not n:
+        yield
+        return
+    n = max(1, int(n))
+    try:
+        import numba
+    except ImportError:  # pragma: no cover
+        numba = None
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(thread_env(n))
+    old_numba = None
+    if numba is not None:
+        old_numba = numba.get_num_threads()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        ctl = threadpool_limits(limits=n)
+    except ImportError:  # pragma: no cover
+        ctl = None
+    try:
+        yield
+    finally:
+        if ctl is not None:
+            ctl.restore_original_limits()
+        if numba is not None and old_numba is not None:
+            numba.set_num_threads(old_numba)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def job_threads() -> dict:
+    """Thread settings seen by the current job (for logs and tests): environment caps, numba
+    threads and the BLAS/OpenMP pools reported by threadpoolctl."""
+    out = {k: os.environ.get(k) for k in THREAD_ENV}
+    try:
+        import numba
+
+        out["numba"] = numba.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["pools"] = sorted({(d["user_api"], d["num_threads"]) for d in threadpool_info()})
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
 def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None) -> JobResult:
-    """Run one job in the current process, with its own log file; never raises."""
-    if omp_nthreads:
-        os.environ.update(thread_env(omp_nthreads))
+    """Run one job in the current process, with its own log file; never raises.
+
+    Threads are capped to ``omp_nthreads`` (:func:`thread_limits`) while the job runs, so a job
+    gets the same thread count whether it runs in this process, a pool worker or a dask worker.
+    The job's memory estimate and its measured peak resident memory are logged and returned.
+    """
     logger = logging.getLogger("hfsmri")
     handler = None
     log_file = None
@@ -86,25 +184,32 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > level:
             logger.setLevel(level)
+    per_job_peak = _reset_peak()
+    est = f"{job.mem_mb:.0f} MB" if job.mem_mb else "none"
+    peak_kind = "peak memory" if per_job_peak else "process peak memory"
     t0 = time.perf_counter()
     try:
-        logger.info("%s: start", job.name)
-        value = job.fn(*job.args, **job.kwargs)
+        with thread_limits(omp_nthreads):
+            logger.info("%s: start (memory estimate %s, %s thread(s), pid %d)", job.name, est,
+                        omp_nthreads or "default", os.getpid())
+            value = job.fn(*job.args, **job.kwargs)
         secs = time.perf_counter() - t0
         peak = _peak_mb()
-        logger.info("%s: done in %.1f s (peak memory %.0f MB%s)", job.name, secs, peak,
-                    f", estimate {job.mem_mb:.0f} MB" if job.mem_mb else "")
-        return JobResult(job.name, True, value=value, seconds=secs, peak_mb=peak, log_file=log_file)
+        logger.info("%s: done in %.1f s (%s %.0f MB, estimate %s)", job.name, secs, peak_kind, peak, est)
+        return JobResult(job.name, True, value=value, seconds=secs, peak_mb=peak, log_file=log_file,
+                         mem_mb=job.mem_mb)
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt in workers
         from .errors import HfsmriError
 
         secs = time.perf_counter() - t0
+        peak = _peak_mb()
         tb = traceback.format_exc()
         msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
-        logger.error("%s: failed after %.1f s: %s", job.name, secs, msg)
+        logger.error("%s: failed after %.1f s (%s %.0f MB, estimate %s): %s", job.name, secs, peak_kind, peak,
+                     est, msg)
         logger.debug(tb)
-        return JobResult(job.name, False, error=msg, traceback=tb, seconds=secs, peak_mb=_peak_mb(),
-                         log_file=log_file)
+        return JobResult(job.name, False, error=msg, traceback=tb, seconds=secs, peak_mb=peak,
+                         log_file=log_file, mem_mb=job.mem_mb)
     finally:
         if handler is not None:
             logger.removeHandler(handler)
@@ -156,19 +261,11 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level)
     if workers == 1:
         results = []
-        saved = {k: os.environ.get(k) for k in THREAD_ENV}
-        try:
-            for job in _progress(jobs, progress):
-                res = run_one(job, log_dir, level, omp)
-                results.append(res)
-                if not res.ok and stop_on_first_crash:
-                    raise JobFailed(res)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        for job in _progress(jobs, progress):
+            res = run_one(job, log_dir, level, omp)
+            results.append(res)
+            if not res.ok and stop_on_first_crash:
+                raise JobFailed(res)
         return results
     return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
 
@@ -181,7 +278,21 @@ def _progress(items, enabled):
     return tqdm(items, desc="subjects", unit="job")
 
 
+def _isolated(job: Job, ctx, log_dir, level, omp) -> JobResult:
+    """Run one job in its own fresh single-worker process pool: if the process dies (segfault,
+    out-of-memory kill, ``os._exit``) only this job fails."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        fut = pool.submit(run_one, job, log_dir, level, omp)
+        try:
+            return fut.result()
+        except BaseException as exc:  # noqa: BLE001 - worker died
+            return JobResult(job.name, False, error=f"worker process died ({type(exc).__name__}: {exc}); "
+                             "out of memory? (see --mem-mb)", mem_mb=job.mem_mb)
+
+
 def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level) -> list[JobResult]:
+    """``workers`` jobs at a time, each in a fresh process of its own (a shared
+    ``ProcessPoolExecutor`` would be broken for every job by one dying worker)."""
     # Children inherit the environment at spawn time: cap threads before numpy is imported there.
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update(thread_env(omp))
@@ -193,8 +304,8 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
 
         bar = tqdm(total=len(jobs), desc="subjects", unit="job")
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_one, job, log_dir, level, omp): i for i, job in enumerate(jobs)}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfsmri-job") as pool:
+            futures = {pool.submit(_isolated, job, ctx, log_dir, level, omp): i for i, job in enumerate(jobs)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -202,9 +313,8 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
                     i = futures[fut]
                     try:
                         res = fut.result()
-                    except BaseException as exc:  # worker died (segfault, OOM kill)
-                        res = JobResult(jobs[i].name, False,
-                                        error=f"worker process died ({type(exc).__name__}: {exc})")
+                    except BaseException as exc:  # noqa: BLE001 - e.g. the process could not be started
+                        res = JobResult(jobs[i].name, False, error=f"{type(exc).__name__}: {exc}")
                     results[i] = res
                     if bar is not None:
                         bar.update(1)
@@ -223,10 +333,27 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
     return [results[i] for i in range(len(jobs))]
 
 
-def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
-    from distributed import Client, as_completed
+def connect(address: str, timeout: float = 30.0):
+    """``distributed.Client(address)``; a clear :class:`~hfsmri.errors.HfsmriError` when the
+    package is missing or the scheduler cannot be reached."""
+    from .errors import HfsmriError
 
-    client = address if not isinstance(address, str) else Client(address)
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        raise HfsmriError("--scheduler needs the 'distributed' package (pip install distributed)",
+                          field="--scheduler") from None
+    try:
+        return Client(address, timeout=timeout)
+    except Exception as exc:  # OSError / TimeoutError / ValueError from a bad address
+        raise HfsmriError(f"cannot connect to the dask scheduler {address!r}: {type(exc).__name__}: {exc}",
+                          field="--scheduler") from None
+
+
+def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
+    from distributed import as_completed
+
+    client = address if not isinstance(address, str) else connect(address)
     try:
         futures = [client.submit(run_one, job, log_dir, level, omp, key=f"hfsmri-{job.name}-{i}", pure=False)
                    for i, job in enumerate(jobs)]

@@ -124,7 +124,10 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
         ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
         try:
             mod = _stage_module(stage, "participant")
-            summary["stages"][stage] = mod.run(ctx) or {}
+            from .spatial.registration import ants_seed  # every ANTs call of the job gets --random-seed
+
+            with ants_seed(ctx.seed):
+                summary["stages"][stage] = mod.run(ctx) or {}
         except Exception as exc:  # one stage failing must not hide the others' results
             from .errors import HfsmriError as _E
 
@@ -235,17 +238,20 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                         nprocs=options.nprocs or 1, scheduler=options.scheduler,
                         work_dir=Path(options.work_dir) if options.work_dir else out.root / "work")
     results, failures = {}, []
-    for stage in group_stages(analyses):
-        log.info("group level: %s stage", stage)
-        try:
-            results[stage] = _stage_module(stage, "group").run(gctx) or {}
-        except Exception as exc:
-            msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
-            log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
-            failures.append(f"{stage}: {msg}")
-            results[stage] = {"error": msg}
-            if options.stop_on_first_crash:
-                break
+    from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
+
+    with use_scheduler(options.scheduler):
+        for stage in group_stages(analyses):
+            log.info("group level: %s stage", stage)
+            try:
+                results[stage] = _stage_module(stage, "group").run(gctx) or {}
+            except Exception as exc:
+                msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
+                log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
+                failures.append(f"{stage}: {msg}")
+                results[stage] = {"error": msg}
+                if options.stop_on_first_crash:
+                    break
     out.save_json(results, out.root / "group" / "group_summary.json")
     if failures:
         raise HfsmriError("group level failed for " + "; ".join(failures))

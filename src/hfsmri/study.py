@@ -11,6 +11,7 @@ study.yaml keys (all optional but ``group_column``; see the contract for the can
     flip_to: R                          # mirror patients with the other side; null = off
     sessions: [pre, post]
     site_column: site
+    harmonize: combat                   # combat | covariate | none (default combat with >= 2 sites)
     exclude: [sub-07]                   # participants left out of every analysis
     analyses: {vbm: {fwhm: 8}, reho: {}, ...}
     preprocessing: {func: {dummy_scans: 5}, ...}
@@ -34,7 +35,7 @@ from .analyses import DEFAULTS, PREPROCESSING_DEFAULTS, STATS_DEFAULTS
 from .errors import StudyError
 
 TOP_LEVEL_KEYS = ("group_column", "groups", "covariates", "covariate_types", "clinical",
-                  "affected_side_column", "flip_to", "sessions", "site_column", "exclude",
+                  "affected_side_column", "flip_to", "sessions", "site_column", "harmonize", "exclude",
                   "analyses", "preprocessing", "stats")
 SIDES = ("L", "R", "B")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -117,6 +118,9 @@ class Study:
     affected_side_column, flip_to : affected side (L/R/B) and the side to align to (or None).
     sessions : session labels for longitudinal studies, else None.
     site_column : site column for harmonisation / site covariate, or None.
+    harmonize : how site differences are handled in group analyses: ``"combat"`` (ComBat on the
+        data before the GLM, biology protected), ``"covariate"`` (site dummy-coded in the design)
+        or ``"none"``. Default ``"combat"`` when ``site_column`` has >= 2 sites, else ``"none"``.
     analyses : analysis name -> resolved parameters (only analyses to run).
     preprocessing : modality -> resolved preprocessing parameters.
     stats : resolved statistics parameters.
@@ -133,6 +137,7 @@ class Study:
     flip_to: str | None = None
     sessions: list | None = None
     site_column: str | None = None
+    harmonize: str = "none"
     analyses: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: dict(STATS_DEFAULTS))
@@ -293,6 +298,16 @@ class Study:
             if missing:
                 raise StudyError(f"site column {site_col!r} has missing values for: "
                                  + ", ".join(f"sub-{m}" for m in missing), path=tsv, field=site_col)
+        n_sites = int(df[site_col].astype(str).nunique()) if site_col is not None else 0
+        harmonize = cfg.get("harmonize")
+        if harmonize is None:
+            harmonize = "combat" if n_sites >= 2 else "none"
+        harmonize = str(harmonize).lower()
+        if harmonize not in ("combat", "covariate", "none"):
+            raise err(f"must be 'combat', 'covariate' or 'none', got {cfg.get('harmonize')!r}", "harmonize")
+        if harmonize != "none" and n_sites < 2:
+            raise err(f"harmonize: {harmonize} needs a site_column with at least 2 sites "
+                      f"({'no site_column' if site_col is None else f'{site_col!r} has {n_sites}'})", "harmonize")
 
         analyses = cls._resolve_analyses(cfg.get("analyses"), ypath)
         preprocessing = cls._resolve_section(cfg.get("preprocessing"), PREPROCESSING_DEFAULTS, ypath,
@@ -309,7 +324,8 @@ class Study:
 
         return cls(participants=df, group_column=group_column, groups=groups, covariates=covariates,
                    covariate_types=covariate_types, clinical=clinical, affected_side_column=side_col,
-                   flip_to=flip_to, sessions=sessions, site_column=site_col, analyses=analyses,
+                   flip_to=flip_to, sessions=sessions, site_column=site_col, harmonize=harmonize,
+                   analyses=analyses,
                    preprocessing=preprocessing, stats=stats, excluded=excluded,
                    source={"participants": str(tsv), "study_yaml": str(ypath)})
 
@@ -442,6 +458,7 @@ class Study:
             "flip_to": self.flip_to,
             "sessions": self.sessions,
             "site_column": self.site_column,
+            "harmonize": self.harmonize,
             "exclude": [f"sub-{k}" for k in self.excluded],
             "analyses": copy.deepcopy(self.analyses),
             "preprocessing": copy.deepcopy(self.preprocessing),

@@ -126,6 +126,12 @@ def run(gctx) -> dict:
         mask = nib.Nifti1Image((gm.get_fdata() >= GM_MASK_THRESHOLD).astype(np.uint8), gm.affine)
         d = out.group_dir("vbm", "gm")
         n = _voxelwise(gctx, paths, mask, d, tiv.loc[list(paths)], log)
+        if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+            from ..longitudinal import run_longitudinal_maps
+            summary["vbm_longitudinal"] = run_longitudinal_maps(
+                gctx, "vbm", "gm", lambda s, ses_: out.path(s, ses_, "anat", "probseg", res=res,
+                                                            entities={"label": "GM", "desc": "modulated"}),
+                base_mask=np.asarray(mask.dataobj) > 0)
         write_json_atomic(d / "summary.json", {"n_subjects": len(paths), "covariates": "study covariates + TIV (ml)",
                                                "mask": f"template GM >= {GM_MASK_THRESHOLD}", "n_clusters": n,
                                                "session": ses, "flipped_subjects": [s for s in flipped if s in paths]})
@@ -145,6 +151,12 @@ def run(gctx) -> dict:
         mask = nib.Nifti1Image((gm & allpos).astype(np.uint8), load_template("GM", res).affine)
         d = out.group_dir("thickness", "thickness")
         n = _voxelwise(gctx, paths, mask, d, None, log)
+        if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+            from ..longitudinal import run_longitudinal_maps
+            summary["thickness_longitudinal"] = run_longitudinal_maps(
+                gctx, "thickness", "thickness", lambda s, ses_: out.path(s, ses_, "anat", "morph", res=res,
+                                                                         entities={"desc": "thickness"}),
+                base_mask=gm)
         # regional thickness
         from ..stats.group_analysis import roi_group
 
@@ -191,6 +203,18 @@ def run(gctx) -> dict:
         else:
             norm = table.mul(t_sub.mean() / t_sub, axis=0)
             roi_group(norm, study, d, stats=gctx.stats)
+        if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+            from ..longitudinal import roi_tables_by_session, run_longitudinal_roi
+
+            def _row(s, ses_):
+                tp = out.path(s, ses_, "anat", "stats", space=None, entities={"desc": "roivolumes"}, ext=".tsv")
+                if not tp.exists():
+                    return None
+                t = pd.read_csv(tp, sep="\t")
+                r = pd.Series(t["volume_ml"].to_numpy(dtype=float), index=t["region"].to_numpy())
+                return flip_table(r.to_frame(s).T, flipped).iloc[0]
+            summary["roi_volumes_longitudinal"] = run_longitudinal_roi(
+                gctx, "roi_volumes", "volume", roi_tables_by_session(study, _row))
         write_json_atomic(d / "summary.json", {"n_subjects": int(len(table)), "tiv": mode,
                                                "n_regions": int(table.shape[1]), "session": ses,
                                                "flipped_subjects": [s for s in flipped if s in table.index]})

@@ -171,6 +171,12 @@ def _seed_fc(gctx, res, ses) -> dict:
                 "AffectedSideNaming": f"Ipsi = {flip_to}" if flip_to else None}
         n_cl = _run_voxelwise(gctx, Y, have, mask, affine, out_dir, side)
         info = {"n_subjects": len(have), "clusters": n_cl}
+        if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+            from hfsmri.longitudinal import run_longitudinal_maps
+            info["longitudinal"] = run_longitudinal_maps(
+                gctx, "seed_fc", f"seed-{name}", lambda s, ses_, n_=name: seed_map_path(gctx.out, s, ses_, res, n_,
+                                                                                       smooth=True),
+                flip=True, base_mask=mask, sidecar=side)
         targets = pair_targets(name, seed.base, flip_to)
         if targets:
             cols = {}

@@ -98,6 +98,10 @@ def run(gctx) -> dict:
                 log.info("dti/%s: %s design, %d subjects, %d voxels", metric, name, len(design.subjects), Y.shape[1])
                 voxelwise_group(Y[_rows(design, subjects)], mask_img, design, out_dir, stats, tfce_setting="3d",
                                 sidecar=dict(base_meta, Analysis="dti", Metric=metric))
+            if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+                from hfsmri.longitudinal import run_longitudinal_maps
+                summary.setdefault("longitudinal", {})[f"dti/{metric}"] = run_longitudinal_maps(
+                    gctx, "dti", metric, lambda s, ses_, m=metric: map_path(gctx.out, s, ses_, m, res), base_mask=wm)
 
     if "tbss" in gctx.analyses:
         from hfsmri.dwi.tbss import tbss
@@ -146,4 +150,12 @@ def run(gctx) -> dict:
                 continue
             rois_df, corr_df = roi_group(tab, study, gctx.out.group_dir("dwi_rois", m), stats)
             summary["dwi_rois"][m] = {"n_rois": int(tab.shape[1])}
+            if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+                from hfsmri.longitudinal import roi_tables_by_session, run_longitudinal_roi
+
+                def _row(s, ses_, m=m):
+                    f = stats_path(gctx.out, s, ses_, res)
+                    return pd.read_csv(f, sep="\t").set_index("roi")[m] if f.exists() else None
+                summary["dwi_rois"][m]["longitudinal"] = run_longitudinal_roi(
+                    gctx, "dwi_rois", m, roi_tables_by_session(study, _row))
     return summary

@@ -232,6 +232,11 @@ def run(gctx) -> dict:
             try:
                 results[f"{analysis}/{metric}"] = _analyse_metric(gctx, analysis, metric, subjects, ses, res,
                                                                   fd, excluded)
+                if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+                    from hfsmri.longitudinal import run_longitudinal_maps
+                    results[f"{analysis}/{metric}/longitudinal"] = run_longitudinal_maps(
+                        gctx, analysis, metric, lambda s, ses_, m=metric: None if s in excluded else metric_path(
+                            gctx.out, s, ses_, m, res, GROUP_DESC), flip=True, roi_specs=REVIEW_ROIS)
             except HfsmriError as exc:
                 failures.append(f"{analysis}/{metric}: {exc}")
                 results[f"{analysis}/{metric}"] = {"error": str(exc)}

@@ -276,15 +276,15 @@ def _roi_hit(df: pd.DataFrame, keys, alpha, sign, contrast=None, score=None, r_c
     pc = pick_column(df, P_COLUMNS)
     if rc is None or pc is None:
         return {"status": "table unreadable", "detail": "no ROI or p column"}
-    sub = df[[roi_matches(v, keys) for v in df[rc]]]
+    sub = df[np.array([roi_matches(v, keys) for v in df[rc]], dtype=bool)]
     if score is not None:
         sc = pick_column(df, SCORE_COLUMNS)
         if sc is not None:
-            sub = sub[[norm(v) == norm(score) for v in sub[sc]]]
+            sub = sub[np.array([norm(v) == norm(score) for v in sub[sc]], dtype=bool)]
     cc = pick_column(df, ("contrast",))
     directional = False
     if contrast is not None and cc is not None:
-        want = sub[[norm(v) == norm(contrast) for v in sub[cc]]]
+        want = sub[np.array([norm(v) == norm(contrast) for v in sub[cc]], dtype=bool)]
         if len(want):
             sub, directional = want, True
     if sub.empty:

@@ -117,7 +117,7 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     sig_vox = LOCAL_FWHM_MM * FWHM_TO_SIGMA / resolution_mm
     inside3 = inside.reshape(shape)
     nz = np.nonzero(inside3)
-    bb = tuple(slice(max(int(a.min()) - 2, 0), int(a.max()) + 3) for a in nz)
+    bb = tuple(slice(max(int(a.min()) - 2, 0), min(int(a.max()) + 3, n)) for a, n in zip(nz, shape))
     box = rng.standard_normal(tuple(b.stop - b.start for b in bb) + (n_t,), dtype=np.float32)
     box = ndimage.gaussian_filter(box, (sig_vox, sig_vox, sig_vox, 0.0), mode="constant", truncate=3.0)
     local = box[inside3[bb]].T  # (n_t, nv)

@@ -8,8 +8,10 @@ tissue it contains::
     x = (1/s) * R^T (y - t)            rigid pose (rotation R, translation t) and global scale s
     x <- x + u(x)                      smooth nonlinear displacement u (mm)
 
-``s`` is the head size (drawn ~N(1, 0.04), so total intracranial volume varies between subjects as
-s**3), ``R`` a few degrees about each axis, ``t`` a few mm, and ``u`` a Gaussian random
+``s`` is the head size relative to the template. The ICBM152 2009 template brain is large (brain
+mask 1883 ml: GM 996, WM 670, CSF 217 ml), so ``s`` is drawn around :data:`HEAD_SCALE` (women
+0.906, men 0.943: total intracranial volume (TIV) ~1400 / ~1580 ml, as adult eTIV norms) with SD
+``scale_sd`` = 0.033 (TIV SD ~10 %); TIV varies as s**3. ``R`` a few degrees about each axis, ``t`` a few mm, and ``u`` a Gaussian random
 displacement field (FWHM ``deform_fwhm`` mm, RMS ``deform_rms`` mm per component). The Jacobian of
 the whole map stays positive for the defaults (max |du/dx| ~ 0.2). With ``deform=False`` the map
 is the identity (x = y), which keeps unit tests exact.
@@ -22,6 +24,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .fields import CoarseGrid, HEAD_HI, HEAD_LO, sample_field, smooth_field
+
+TEMPLATE_TIV_ML = 1883.0  # brain mask volume of the bundled ICBM152 2009 template (GM+WM+CSF)
+# mean linear head scale by sex: s**3 * 1883 ml = ~1400 ml (women) / ~1580 ml (men)
+HEAD_SCALE = {"F": 0.906, "M": 0.943, None: 0.925}
 
 # native fields of view (scanner mm, before the subject pose), generous around MNI brain/head
 FOV = {
@@ -80,14 +86,15 @@ class SubjectTransform:
 
     @classmethod
     def random(cls, rng: np.random.Generator, deform: bool = True, rot_deg: float = 3.0,
-               trans_mm: float = 4.0, scale_sd: float = 0.04, deform_rms: float = 2.5,
-               deform_fwhm: float = 40.0) -> "SubjectTransform":
+               trans_mm: float = 4.0, scale_sd: float = 0.033, deform_rms: float = 2.5,
+               deform_fwhm: float = 40.0, scale_mean: float = 1.0) -> "SubjectTransform":
         """Draw a subject: rotation ~ N(0, rot_deg) per axis, translation ~ N(0, trans_mm),
-        scale ~ N(1, scale_sd) (clipped to ±3 SD), displacement field RMS ``deform_rms`` mm."""
+        scale ~ N(scale_mean, scale_sd) (clipped to ±3 SD; see :data:`HEAD_SCALE` for realistic
+        means), displacement field RMS ``deform_rms`` mm."""
         angles = rng.normal(0.0, rot_deg, 3)
         rot = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
         trans = rng.normal(0.0, trans_mm, 3)
-        scale = float(1.0 + np.clip(rng.normal(0.0, scale_sd), -3 * scale_sd, 3 * scale_sd))
+        scale = float(scale_mean + np.clip(rng.normal(0.0, scale_sd), -3 * scale_sd, 3 * scale_sd))
         disp, grid = None, None
         if deform:
             grid = CoarseGrid.covering(HEAD_LO, HEAD_HI, 8.0)

@@ -71,11 +71,15 @@ class Transforms:
 
 @contextmanager
 def ants_seed(seed: int | None):
-    """Temporarily set antspyx's global random seed (passed as ``--random-seed`` to ANTs)."""
+    """Temporarily set antspyx's global random seed (passed as ``--random-seed`` to ANTs).
+
+    ANTs treats ``--random-seed 0`` as "seed from the clock" (two runs differ), so seed 0 (the
+    study default) is passed as 2**31 - 1.
+    """
     import ants
 
     old = ants.config._random_seed
-    ants.config._random_seed = None if seed is None else int(seed)
+    ants.config._random_seed = None if seed is None else (int(seed) or 2 ** 31 - 1)
     try:
         yield
     finally:

@@ -7,7 +7,10 @@ Coding (documented choices):
 * continuous covariates are demeaned over the subjects in the design (so the cell-mean betas are
   group means at the average covariate value); categorical ones are dummy-coded against their
   first level in sorted order (column ``sex[M]``); the site (``site_column``) is a categorical
-  covariate; extra covariates (e.g. TIV for VBM, mean FD) are demeaned continuous columns;
+  covariate when ``study.harmonize == "covariate"`` (with ``"combat"`` it is left out of the design
+  and the sites are recorded in ``Design.info["harmonize"]`` for
+  :func:`hfsmri.harmonize.harmonize_for_design`; objects without a ``harmonize`` attribute keep the
+  site covariate); extra covariates (e.g. TIV for VBM, mean FD) are demeaned continuous columns;
 * optional group x covariate interactions: a column ``group:<cov>`` = (+1 patient / -1 control) x
   demeaned covariate, contrasts ``interaction-<cov>-pos/neg``;
 * clinical designs (patients only): ``intercept``, the demeaned score, the covariates; contrasts
@@ -155,10 +158,34 @@ def _extra_columns(extra: pd.DataFrame | None, labels: list[str], where: str):
     return cols, arrs
 
 
+def harmonize_mode(study) -> str:
+    """``"combat"``, ``"covariate"`` or ``"none"``: how the designs handle ``site_column``.
+
+    ``study.harmonize`` when the study has it (resolved by :class:`hfsmri.study.Study`); otherwise
+    ``"covariate"`` when a site column is set (site dummy-coded in the design), else ``"none"``.
+    """
+    mode = getattr(study, "harmonize", None)
+    if mode is None:
+        return "covariate" if getattr(study, "site_column", None) else "none"
+    return str(mode)
+
+
+def _harmonize_info(study, labels: list[str]) -> dict:
+    """``Design.info`` entry describing the site handling of a design over ``labels``."""
+    site = getattr(study, "site_column", None)
+    mode = harmonize_mode(study)
+    if not site or mode == "none":
+        return {}
+    info = {"method": mode, "site_column": site}
+    if mode == "combat":
+        info["sites"] = [str(v) for v in study.participants.loc[labels, site]]
+    return {"harmonize": info}
+
+
 def _nuisance_names(study) -> list[str]:
     names = list(getattr(study, "covariates", None) or [])
     site = getattr(study, "site_column", None)
-    if site and site not in names:
+    if site and site not in names and harmonize_mode(study) == "covariate":
         df = study.participants
         if site in df.columns and df[site].dropna().astype(str).nunique() > 1:
             names.append(site)
@@ -248,7 +275,8 @@ def design_from_study(study, subjects, extra_covariates: pd.DataFrame | None = N
                   flipped=flipped_subjects(study, labels),
                   info={"kind": "group", "n_patient": int(is_p.sum()), "n_control": int(is_c.sum()),
                         "covariates": names, "extra_covariates": ecols,
-                        "coding": "cell means; continuous covariates demeaned; categorical dummy-coded"})
+                        "coding": "cell means; continuous covariates demeaned; categorical dummy-coded",
+                        **_harmonize_info(study, labels)})
 
 
 def clinical_designs(study, subjects, extra_covariates: pd.DataFrame | None = None) -> dict[str, Design]:
@@ -300,7 +328,8 @@ def clinical_designs(study, subjects, extra_covariates: pd.DataFrame | None = No
                             roles=["patient"] * len(keep), flipped=flipped_subjects(study, keep),
                             dropped=dropped,
                             info={"kind": "clinical", "score": score, "n_patient": len(keep),
-                                  "covariates": nn, "extra_covariates": ecols})
+                                  "covariates": nn, "extra_covariates": ecols,
+                                  **_harmonize_info(study, keep)})
     return out
 
 

@@ -432,6 +432,15 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
         who = list(np.asarray(getattr(dobj, "subjects", range(n)))[bad]) if dobj is not None else list(np.flatnonzero(bad))
         raise InputDataError(f"non-finite values (NaN/inf) in the data of subject(s) {who[:10]}")
     check_rank(X, columns)
+    # Voxels whose values are constant to the data's precision (e.g. a map clipped at its maximum,
+    # stored as float32) carry no information: t = 0 and p = 1 there, as randomise. Left as they
+    # are, rounding noise of ~1e-7 relative can be fitted exactly by some permutation, which gives
+    # t of ~1e8 and breaks the TFCE null. Zeroing the column makes its residual exactly 0.
+    scale = np.maximum(np.abs(Y).max(axis=0), np.finfo(np.float64).tiny)
+    flat = np.ptp(Y, axis=0) <= 1e-6 * scale
+    if flat.any():
+        Y = Y.copy()
+        Y[:, flat] = 0.0
     if random_state is None:
         random_state = 0 if seed is None else seed
     setting = dict(_tf.SETTINGS.get(tfce_setting, {}))

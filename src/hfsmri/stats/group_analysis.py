@@ -16,10 +16,18 @@
 A contrast and its negation (``patient-gt-control`` / ``patient-lt-control``) share one
 permutation run: the second is the negative tail of the first (identical to running it alone with
 the same permutations). :func:`roi_group` writes ``rois.tsv`` and ``correlations.tsv``.
+
+Multi-site studies (``site_column`` with ``harmonize: combat``, the default with >= 2 sites): the
+data of every design are ComBat-harmonised just before its GLM
+(:func:`hfsmri.harmonize.harmonize_for_design`; protected = everything the design models: group,
+covariates, extra covariates, clinical score), and the sidecars / ``rois.json`` /
+``correlations.json`` record it under ``Harmonization``. With ``harmonize: covariate`` the site is
+a dummy-coded column of the design instead (:mod:`hfsmri.stats.design`).
 All files are written atomically (temporary name in the folder, then ``os.replace``).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -27,13 +35,13 @@ import numpy as np
 import pandas as pd
 
 from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
-from ..errors import InputDataError
+from ..errors import DesignError, InputDataError
 from .clusters import COLUMNS as CLUSTER_COLUMNS
 from .clusters import cluster_table
 from .correlation import partial_corr
 from .design import clinical_designs, design_from_study
 from .fdr import fdr_bh
-from .glm import permuted_glm
+from .distributed import permuted_glm  # = glm.permuted_glm; Dask permutation blocks with --scheduler
 from .roi import roi_glm
 from .tfce import SETTINGS, tfce
 
@@ -126,6 +134,13 @@ def _pair_contrasts(design):
     return runs
 
 
+def _harmonize(Y, design):
+    """ComBat on ``Y`` when ``design.info["harmonize"]`` asks for it: (Y, record or None)."""
+    from ..harmonize.apply import harmonize_for_design
+
+    return harmonize_for_design(Y, design)
+
+
 def _save_img(img, path: Path, meta: dict) -> None:
     save_nifti_atomic(img, path)
     write_json_atomic(sidecar_path(path), meta)
@@ -156,6 +171,7 @@ def voxelwise_group(data, mask_img, design, out_dir, stats: dict | None = None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     mask, affine = _load_mask(mask_img)
     Y = _load_data(data, mask, affine, design.subjects)
+    Y, harmonization = _harmonize(Y, design)
     setting = SETTINGS[tfce_setting]
     alpha = float(st["alpha"])
     use_tfce = bool(st["tfce"])
@@ -195,6 +211,8 @@ def voxelwise_group(data, mask_img, design, out_dir, stats: dict | None = None, 
                 "Alpha": alpha, "ClusterFormingP": st["cluster_forming_p"],
                 "ClusterFormingT": res.cluster_threshold, "ClusterConnectivity": setting["connectivity"],
             }
+            if harmonization is not None:
+                meta["Harmonization"] = harmonization
             meta.update(sidecar or {})
             pre = out_dir / f"contrast-{name}"
             _save_img(_to_img(t_c, mask, affine), Path(f"{pre}_stat-t_statmap.nii.gz"), {**meta, "Statistic": "t"})
@@ -262,12 +280,32 @@ def roi_group(table: pd.DataFrame, study, out_dir, stats: dict | None = None,
     design = design_from_study(study, list(tab.index), extra_covariates)
     n_perm = int(st["n_perm"])
     seed = int(st["random_seed"])
-    rois = roi_glm(tab, design, "patient-gt-control", n_perm=n_perm, random_state=seed, alpha=float(st["alpha"]))
+    harm = {}
+    tab_g = tab
+    if (design.info.get("harmonize") or {}).get("method") == "combat":
+        num = tab.loc[design.subjects].apply(pd.to_numeric, errors="coerce")
+        if np.all(np.isfinite(num.to_numpy(dtype=float))):
+            tab_g, harm["group"] = _harmonize(num, design)
+        else:
+            harm["group"] = {"method": "combat", "applied": False, "reason": "ROI table has missing values"}
+    elif design.info.get("harmonize"):
+        harm["group"] = dict(design.info["harmonize"])
+    rois = roi_glm(tab_g, design, "patient-gt-control", n_perm=n_perm, random_state=seed, alpha=float(st["alpha"]))
     rows = []
-    for score, d in clinical_designs(study, list(tab.index), extra_covariates).items():
+    skipped = None
+    try:
+        cdesigns = clinical_designs(study, list(tab.index), extra_covariates)
+    except DesignError as exc:  # e.g. too few patients for score + covariates: keep the group test
+        logging.getLogger("hfsmri").warning("%s: clinical correlations skipped: %s", out_dir, exc)
+        cdesigns = {}
+        skipped = str(exc)
+    for score, d in cdesigns.items():
         Y = tab.loc[d.subjects].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
         if not np.all(np.isfinite(Y)):
             raise InputDataError(f"ROI table has missing values for patients used in the {score!r} correlation")
+        Y, rec = _harmonize(Y, d)
+        if rec is not None:
+            harm[f"corr-{score}"] = rec
         y = d.X[:, 1]
         Z = d.X[:, 2:]
         pear = partial_corr(Y, y, Z, "pearson")
@@ -293,9 +331,17 @@ def roi_group(table: pd.DataFrame, study, out_dir, stats: dict | None = None,
     corr = corr[CORR_COLUMNS]
     meta = {"Software": f"hfsmri {_version()}", "Design": design.to_dict(), "NPermutations": n_perm,
             "RandomSeed": seed, "FlippedSubjects": list(design.flipped)}
+    if skipped:
+        meta["CorrelationsSkipped"] = skipped
+    if harm:
+        meta["Harmonization"] = harm
     save_tsv_atomic(rois, out_dir / "rois.tsv")
     write_json_atomic(out_dir / "rois.json", {**meta, "Description": "ROI group comparison (patient vs control)"})
     save_tsv_atomic(corr, out_dir / "correlations.tsv")
     write_json_atomic(out_dir / "correlations.json",
                       {**meta, "Description": "partial correlations with clinical scores within patients"})
+    # the per-subject values behind both tables (report strip and scatter plots)
+    values = tab.apply(pd.to_numeric, errors="coerce")
+    values.index = [f"sub-{i}" for i in values.index]
+    save_tsv_atomic(values.rename_axis("participant_id").reset_index(), out_dir / "values.tsv")
     return rois, corr

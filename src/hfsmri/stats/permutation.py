@@ -297,3 +297,22 @@ def nilearn_permutations(n_samples: int, n_perm: int, random_state=None, sign_fl
             cum = cum[inner.permutation(n_samples)]
             rows.append(np.argsort(cum))
     return PermutationSet("permute", np.array(rows, dtype=np.int64), False, float(math.factorial(n_samples)))
+
+
+def permutation_blocks(pset: PermutationSet, block_size: int) -> list[PermutationSet]:
+    """Split the non-identity rows of ``pset`` into consecutive blocks of ``block_size`` rows.
+
+    Each block is a :class:`PermutationSet` whose row 0 is the identity (so it is a valid input to
+    :func:`hfsmri.stats.glm.permuted_glm`) followed by its share of ``pset.rows[1:]`` in order; the
+    blocks together hold every row once. Used to run permutation work as Dask tasks
+    (:mod:`hfsmri.stats.distributed`). An empty set (identity only) gives no block.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    rows = pset.rows
+    ident = rows[:1]
+    out = []
+    for s in range(1, rows.shape[0], int(block_size)):
+        out.append(PermutationSet(pset.scheme, np.vstack([ident, rows[s:s + block_size]]), pset.exact,
+                                  pset.n_possible))
+    return out

@@ -1,0 +1,23 @@
+"""A job whose process dies (segfault, OOM kill: here ``os._exit``) fails alone; the others finish."""
+from __future__ import annotations
+
+import os
+import time
+
+from hfsmri.parallel import Job, run_jobs
+
+
+def _work(i, bad):
+    if i == bad:
+        time.sleep(0.3)
+        os._exit(3)  # the process vanishes without a Python exception, like a segfault
+    time.sleep(0.6)
+    return i * 10
+
+
+def test_dying_worker_fails_only_its_job(tmp_path):
+    res = run_jobs([Job(f"sub-{i:02d}", _work, (i, 1)) for i in range(4)], nprocs=2, log_dir=tmp_path,
+                   progress=False)
+    assert [r.ok for r in res] == [True, False, True, True]
+    assert [r.value for r in res] == [0, None, 20, 30]
+    assert "worker process died" in res[1].error

@@ -1,0 +1,23 @@
+"""Voxels constant to the data's precision get t = 0 and p = 1 (and do not break the TFCE null)."""
+import numpy as np
+
+from hfsmri.stats.glm import permuted_glm
+
+
+def test_float32_rounding_noise_is_treated_as_constant():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((6, 6, 6), bool)
+    mask[1:5, 1:5, 1:5] = True
+    V = int(mask.sum())
+    n = 10
+    Y = rng.normal(size=(n, V))
+    # a clipped map: 10 mm in every subject, with float32 rounding noise that a permutation can fit exactly
+    flat = np.arange(V) < 20
+    Y[:, flat] = np.float64(np.float32(10.0))
+    Y[:5, flat] = np.nextafter(np.float32(10.0), np.float32(11.0))
+    X = np.column_stack([np.ones(n), np.r_[np.ones(5), -np.ones(5)] / 2])
+    res = permuted_glm(Y, X, np.array([0.0, 1.0]), n_perm=200, tfce=True, mask=mask, random_state=0)
+    assert np.all(res.t[flat] == 0.0)
+    assert np.all(res.pos.p_unc[flat] == 1.0) and np.all(res.neg.p_unc[flat] == 1.0)
+    # the null maxima stay those of the informative voxels (|t| of noise with 8 df, not ~1e8)
+    assert res.pos.null_max_t.max() < 50 and np.isfinite(res.pos.null_max_tfce).all()
