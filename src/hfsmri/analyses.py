@@ -48,15 +48,17 @@ DEFAULTS: dict[str, dict] = {
 #: preprocessing parameters shared by the analyses of a modality (study.yaml ``preprocessing``)
 PREPROCESSING_DEFAULTS: dict[str, dict] = {
     "anat": {"template_resolution": 2, "registration": "SyN", "brain_extraction": "template",
-             "bet_margin_mm": 5.0, "longitudinal": "midspace"},
+             "bet_margin_mm": 5.0, "longitudinal": "midspace", "profile": "standard"},
     "dwi": {"b0_threshold": 50},
     "func": {"dummy_scans": 5, "resolution": 3, "band": [0.01, 0.08], "global_signal": False,
              "scrubbing": False, "fd_scrub_threshold": 0.5, "max_mean_fd": 0.2,
              "exclude_high_motion": False},
 }
 
+#: ``voxelwise_clinical``: clinical-score correlations as voxel-wise maps for every score (true),
+#: none (false: ROI correlations only), or the listed scores; ROI correlations always cover all.
 STATS_DEFAULTS = {"n_perm": 5000, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001,
-                  "random_seed": 0}
+                  "random_seed": 0, "voxelwise_clinical": True}
 
 
 def defaults(name: str) -> dict:

@@ -74,7 +74,7 @@ def bids_app_parser() -> argparse.ArgumentParser:
     r.add_argument("-w", "--work-dir", type=Path, metavar="WORK_DIR",
                    help="scratch folder (default OUTPUT_DIR/work); keep it to resume")
     r.add_argument("--nprocs", "--n-cpus", type=int, metavar="N", help="parallel subject jobs (default: all cores)")
-    r.add_argument("--omp-nthreads", type=int, metavar="N", help="threads per job (default: cores / nprocs)")
+    r.add_argument("--omp-nthreads", type=int, metavar="N", help="threads per job (default 1, so that results do not depend on --nprocs; raise it when running few subjects on many cores)")
     r.add_argument("--mem-mb", type=float, metavar="MB", help="memory limit; bounds the number of parallel jobs")
     r.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (e.g. tcp://host:8786)")
     r.add_argument("--random-seed", type=int, metavar="N", help="seed for every random step (overrides study.yaml)")

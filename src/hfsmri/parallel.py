@@ -242,7 +242,8 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
     ----------
     nprocs : parallel jobs (default: all cores); reduced so that the sum of the jobs' memory
         estimates stays below ``mem_mb`` when both are known.
-    omp_nthreads : threads per job (default: ``max(1, cores // nprocs)``).
+    omp_nthreads : threads per job (default 1: results then do not depend on ``nprocs``; ANTs/ITK
+        registration is reproducible only at a fixed thread count).
     scheduler : dask.distributed scheduler address; when given the jobs run there.
     stop_on_first_crash : raise :class:`JobFailed` at the first failure (pending jobs cancelled).
     """
@@ -250,7 +251,7 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         return []
     nprocs = nprocs or default_nprocs()
     workers = _concurrency(jobs, nprocs, mem_mb)
-    omp = omp_nthreads or max(1, default_nprocs() // workers)
+    omp = omp_nthreads or 1
     log_dir = str(log_dir) if log_dir else None
     if progress is None:
         progress = sys.stderr.isatty()

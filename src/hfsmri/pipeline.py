@@ -231,6 +231,58 @@ def group_stages(analyses) -> list[str]:
     return [st for st in STAGE_ORDER if st in wanted]
 
 
+#: participant datatype folders each group stage reads
+GROUP_INPUT_DATATYPES = {"anat": ("anat",), "dwi": ("dwi", "anat"), "func": ("func",), "conn": ("func",)}
+
+
+def group_stage_key(study, out: Derivatives, stage: str, analyses: dict, stats: dict, seed: int) -> str:
+    """Fingerprint of what a group stage depends on: the study (participants, groups, covariates,
+    flipping, sessions, the stage's analyses and their parameters, statistics, seed) and every
+    participant output it reads (relative path, size, modification time: derivatives are written
+    atomically and never rewritten when up to date, so an unchanged file keeps its mtime)."""
+    import hashlib
+
+    from .derivatives import canonical_json
+
+    files = []
+    for dt in GROUP_INPUT_DATATYPES.get(stage, ()):
+        for f in sorted(out.root.glob(f"sub-*/**/{dt}/*")):
+            if f.is_file() and not f.name.startswith("."):
+                st = f.stat()
+                files.append([str(f.relative_to(out.root)), st.st_size, st.st_mtime_ns])
+    mine = {k: v for k, v in analyses.items() if STAGE_OF.get(k) == stage}
+    parts = study.participants.reset_index().astype(str).to_dict(orient="list")
+    payload = {"stage": stage, "analyses": mine, "stats": stats, "seed": seed, "participants": parts,
+               "groups": getattr(study, "groups", None), "covariates": getattr(study, "covariates", None),
+               "clinical": getattr(study, "clinical", None), "flip_to": getattr(study, "flip_to", None),
+               "sessions": getattr(study, "sessions", None), "site_column": getattr(study, "site_column", None),
+               "harmonize": getattr(study, "harmonize", None),
+               "excluded": sorted(map(str, (getattr(study, "excluded", None) or {}))),
+               "preprocessing": getattr(study, "preprocessing", None), "files": files}
+    from . import __version__
+
+    payload["version"] = __version__
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
+
+
+def _read_key(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+def _read_results(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()).get("results") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
     seed = options.random_seed if options.random_seed is not None else int(study.stats.get("random_seed", 0))
@@ -242,9 +294,16 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
 
     with use_scheduler(options.scheduler):
         for stage in group_stages(analyses):
+            key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
+            marker = out.root / "group" / f".{stage}_done.json"
+            if marker.exists() and _read_key(marker) == key:
+                log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
+                results[stage] = _read_results(marker)
+                continue
             log.info("group level: %s stage", stage)
             try:
                 results[stage] = _stage_module(stage, "group").run(gctx) or {}
+                out.save_json({"key": key, "results": results[stage]}, marker)
             except Exception as exc:
                 msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
                 log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))

@@ -374,6 +374,9 @@ class Study:
                 raise bad(k, f"must be a number between 0 and 1, got {v!r}")
         if not isinstance(stats["random_seed"], int) or isinstance(stats["random_seed"], bool):
             raise bad("random_seed", f"must be an integer, got {stats['random_seed']!r}")
+        vc = stats["voxelwise_clinical"]
+        if not (isinstance(vc, bool) or (isinstance(vc, list) and all(isinstance(x, str) for x in vc))):
+            raise bad("voxelwise_clinical", f"must be true, false or a list of clinical scores, got {vc!r}")
 
     def _check_sessions_on_disk(self, bids_dir: Path) -> None:
         missing = []

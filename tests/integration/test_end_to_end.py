@@ -31,7 +31,7 @@ ANALYSES = {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_corre
 #: group metric folders the contract names, per analysis (at least these must exist)
 GROUP_METRICS = {"vbm": ["gm"], "thickness": ["thickness"], "dti": ["fa", "md", "ad", "rd"], "tbss": ["fa", "md"],
                  "dwi_rois": ["fa"], "reho": ["reho"], "alff": ["alff", "falff"], "dc": ["dcb", "dcw"],
-                 "vmhc": ["vmhc"], "seed_fc": ["seed-amygdalaIpsi", "seed-thalamusContra"]}
+                 "vmhc": ["vmhc"], "seed_fc": ["seed-amygdalaContra", "seed-thalamusIpsi"]}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def study_run(tmp_path_factory):
                           n_dirs=12, n_jobs=2)
     cfg = {"group_column": "group", "groups": {"patient": "HFS", "control": "HC"}, "covariates": ["age"],
            "clinical": ["severity"], "affected_side_column": "affected_side", "flip_to": "R",
-           "analyses": ANALYSES,
-           "stats": {"n_perm": 20, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0}}
+           "analyses": ANALYSES, "preprocessing": {"anat": {"profile": "fast"}},
+           "stats": {"n_perm": 20, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0,
+                     "voxelwise_clinical": ["severity"]}}
     study = root / "study.yaml"
     study.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = root / "out"
@@ -74,7 +75,7 @@ def test_participant_outputs_follow_the_contract(study_run):
     ]
     for suffix in ("reho", "alff", "falff", "dcb", "dcw", "vmhc"):
         assert list((d / "func").glob(f"{sub}_*{SPACE}_res-3_*{suffix}.nii.gz")), suffix
-    assert list((d / "func").glob(f"{sub}_*seed-amygdalaIpsi_desc-fisherz_*.nii.gz"))
+    assert list((d / "func").glob(f"{sub}_*seed-amygdalaContra_desc-fisherz_*.nii.gz"))
     assert list(d.rglob(f"{sub}_*_stats.tsv")), "per-subject ROI tables"
     for p in expect:
         assert p.exists(), p.name

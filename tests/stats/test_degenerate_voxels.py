@@ -21,3 +21,28 @@ def test_float32_rounding_noise_is_treated_as_constant():
     assert np.all(res.pos.p_unc[flat] == 1.0) and np.all(res.neg.p_unc[flat] == 1.0)
     # the null maxima stay those of the informative voxels (|t| of noise with 8 df, not ~1e8)
     assert res.pos.null_max_t.max() < 50 and np.isfinite(res.pos.null_max_tfce).all()
+
+
+def test_voxelwise_clinical_selects_correlation_maps(tmp_path):
+    import nibabel as nib
+
+    from hfsmri.stats.design import Design
+    from hfsmri.stats.group_analysis import clinical_score_of, voxelwise_clinical_wanted, voxelwise_group
+
+    assert voxelwise_clinical_wanted({"voxelwise_clinical": ["severity"]}, "severity")
+    assert not voxelwise_clinical_wanted({"voxelwise_clinical": ["severity"]}, "hama")
+    assert not voxelwise_clinical_wanted({"voxelwise_clinical": False}, "severity")
+    assert voxelwise_clinical_wanted({}, "hama")
+    rng = np.random.default_rng(1)
+    n = 8
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    d = Design(X=X, columns=["intercept", "hama"], subjects=[f"{i:02d}" for i in range(n)],
+               contrasts={"corr-hama-pos": np.array([0.0, 1.0]), "corr-hama-neg": np.array([0.0, -1.0])})
+    assert clinical_score_of(d) == "hama"
+    mask = np.ones((4, 4, 4), bool)
+    mimg = nib.Nifti1Image(mask.astype(np.uint8), np.eye(4))
+    Y = rng.normal(size=(n, 64))
+    out = voxelwise_group(Y, mimg, d, tmp_path / "skip", {"n_perm": 10, "voxelwise_clinical": ["severity"]})
+    assert len(out) == 0 and not (tmp_path / "skip").exists()
+    voxelwise_group(Y, mimg, d, tmp_path / "run", {"n_perm": 10, "voxelwise_clinical": True})
+    assert (tmp_path / "run" / "contrast-corr-hama-pos_stat-t_statmap.nii.gz").exists()

@@ -3,7 +3,9 @@
 Brain extraction is template-based (chosen by measurement, docs/anatomy.md): the N4-corrected
 whole-head image is registered affinely to the (skull-stripped) MNI152 2009 T1 template with the
 metric restricted to the template brain mask dilated by ``margin_mm`` (5 mm; so scalp, skull and
-neck do not drive the fit); the template brain mask is then mapped back to the native grid. The mask is
+neck do not drive the fit; multi-resolution schedule capped at 12 mm voxels, see
+:func:`affine_schedule`); the template brain mask is then mapped back to the native grid and checked
+for plausibility (adult volume, inside the head; otherwise alternatives are tried). The mask is
 refined later by the deformable (SyN) registration of the participant stage (the template mask
 through the full inverse transform). Nothing is downloaded: only nilearn's bundled template is used.
 
@@ -21,19 +23,24 @@ from ..spatial.resample import as_nib, to_ants, to_nib, voxel_sizes
 
 
 def n4(t1, mask=None, shrink_factor: int = 4, iterations=(50, 50, 30), spline_mm: float = 100.0,
-       nthreads: int | None = None) -> nib.Nifti1Image:
+       nthreads: int | None = None, shrink_mm: float | None = None) -> nib.Nifti1Image:
     """N4 bias-field correction (Tustison et al. 2010) with ``ants.n4_bias_field_correction``.
 
     ``spline_mm`` is the B-spline mesh spacing in mm (the N4 default for brains is 200 mm at
     1 mm voxels; 100 mm fits the smaller fields of view of whole-head images). Without ``mask``
     the head is found by an Otsu-like threshold (values above the 10th percentile of non-zero
     voxels), so air does not enter the fit. Output intensities are rescaled to the input median
-    inside the mask (values stay on the input's scale).
+    inside the mask (values stay on the input's scale). ``shrink_mm`` (optional) sets the shrink
+    factor from a target voxel size in mm instead (round(shrink_mm / voxel size), at least 1); the
+    fast profile uses 12 mm with two fitting levels (50x50), 4x cheaper than the default and with the
+    same TIV/GM/Dice on the simulated subjects (docs/anatomy.md).
     """
     import ants
 
     set_threads(nthreads)
     img = as_nib(t1)
+    if shrink_mm is not None:
+        shrink_factor = max(1, int(round(float(shrink_mm) / float(np.mean(voxel_sizes(img))))))
     data = np.asarray(img.dataobj, dtype=np.float32)
     if mask is None:
         nz = data[data > 0]

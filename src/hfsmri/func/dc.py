@@ -29,20 +29,32 @@ def _zscore_rows(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, flat
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def _accumulate_upper(r, s, threshold, dcb, dcw):  # pragma: no cover - compiled
-    """Add the edges r[i, jj] (global pair s+i < s+jj) above ``threshold`` to both end nodes."""
+    """Add the edges r[i, jj] (global pair s+i < s+jj) above ``threshold`` to both end nodes.
+
+    Branch-free inner loop (select instead of if) so that it vectorises; row sums are kept in
+    registers, column sums in a contiguous buffer added to the node arrays once per block.
+    """
     m, k = r.shape
+    cb = np.zeros(k)
+    cw = np.zeros(k)
     for i in range(m):
-        gi = s + i
+        rb = 0.0
+        rw = 0.0
         for jj in range(i + 1, k):
             v = r[i, jj]
-            if v > threshold:
-                gj = s + jj
-                dcb[gi] += 1.0
-                dcw[gi] += v
-                dcb[gj] += 1.0
-                dcw[gj] += v
+            b = 1.0 if v > threshold else 0.0
+            w = v * b
+            rb += b
+            rw += w
+            cb[jj] += b
+            cw[jj] += w
+        dcb[s + i] += rb
+        dcw[s + i] += rw
+    for jj in range(k):
+        dcb[s + jj] += cb[jj]
+        dcw[s + jj] += cw[jj]
 
 
 def degree_centrality_2d(ts: np.ndarray, threshold: float = 0.25, chunk_size: int = 1024):

@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..analyses import STATS_DEFAULTS
 from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
 from ..errors import DesignError, InputDataError
 from .clusters import COLUMNS as CLUSTER_COLUMNS
@@ -46,7 +47,6 @@ from .roi import roi_glm
 from .tfce import SETTINGS, tfce
 
 SPACE = "MNI152NLin2009cAsym"
-STATS_DEFAULTS = {"n_perm": 5000, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0}
 
 
 def _version() -> str:
@@ -146,6 +146,23 @@ def _save_img(img, path: Path, meta: dict) -> None:
     write_json_atomic(sidecar_path(path), meta)
 
 
+def clinical_score_of(design) -> str | None:
+    """The clinical score a correlation design tests (contrasts ``corr-<score>-pos/neg``), else None."""
+    for name in getattr(design, "contrasts", {}) or {}:
+        if name.startswith("corr-") and name.endswith(("-pos", "-neg")):
+            score = name[len("corr-"):-len("-pos")]
+            return score[len("delta"):] if score.startswith("delta") else score  # longitudinal change
+    return None
+
+
+def voxelwise_clinical_wanted(stats: dict, score: str) -> bool:
+    """Whether ``stats["voxelwise_clinical"]`` (true / false / list of scores) asks for maps of ``score``."""
+    vc = (stats or {}).get("voxelwise_clinical", True)
+    if isinstance(vc, bool):
+        return vc
+    return score in set(vc)
+
+
 def voxelwise_group(data, mask_img, design, out_dir, stats: dict | None = None, tfce_setting: str = "3d",
                     contrasts: list[str] | None = None, sidecar: dict | None = None) -> pd.DataFrame:
     """Permutation GLM of voxel-wise maps, writing the contract's files for every contrast.
@@ -168,6 +185,11 @@ def voxelwise_group(data, mask_img, design, out_dir, stats: dict | None = None, 
     """
     st = _stats(stats)
     out_dir = Path(out_dir)
+    score = clinical_score_of(design)
+    if score is not None and not voxelwise_clinical_wanted(st, score):
+        logging.getLogger("hfsmri").info("%s: voxel-wise correlation with %s skipped (stats.voxelwise_clinical)",
+                                         out_dir, score)
+        return pd.DataFrame(columns=["contrast"] + CLUSTER_COLUMNS)
     out_dir.mkdir(parents=True, exist_ok=True)
     mask, affine = _load_mask(mask_img)
     Y = _load_data(data, mask, affine, design.subjects)
