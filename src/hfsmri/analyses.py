@@ -40,7 +40,7 @@ DEFAULTS: dict[str, dict] = {
     "seed_fc": {"seeds": ["amygdalaL", "amygdalaR", "thalamusL", "thalamusR",
                           "putamenL", "putamenR", "caudateL", "caudateR"],
                 "spheres": {}, "fwhm": 6.0},
-    "ica": {"n_components": 20, "variance_normalise": True},
+    "ica": {"n_components": 20, "variance_normalise": True, "n_init": 10},
     "graph": {"atlas": "aal", "kind": "pearson", "sparsity_min": 0.05, "sparsity_max": 0.40,
               "sparsity_step": 0.01, "n_random": 20, "nbs_threshold": 3.0},
 }

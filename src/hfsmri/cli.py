@@ -255,7 +255,10 @@ def run_bids_app(args) -> int:
                               f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
         return 0
     run_group_level(study, out, options)
-    if not args.no_report:
+    report = Path(args.output_dir) / "report.html"
+    if not args.no_report and getattr(options, "group_reused", False) and report.exists():
+        log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", report)
+    elif not args.no_report:
         from .report import build_report
 
         path = build_report(args.output_dir)

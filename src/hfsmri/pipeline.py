@@ -85,6 +85,7 @@ class RunOptions:
     work_dir: Path | None = None
     log_level: int = logging.INFO
     on_bad_input: str = "error"  # "error": stop before running; "skip": leave that subject out
+    group_reused: bool = False   # set by run_group_level: every group stage was up to date
 
 
 def stages_for(analyses, si: SubjectInputs) -> list[str]:
@@ -289,7 +290,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     gctx = GroupContext(study=study, out=out, analyses=analyses, stats=dict(study.stats), seed=seed,
                         nprocs=options.nprocs or 1, scheduler=options.scheduler,
                         work_dir=Path(options.work_dir) if options.work_dir else out.root / "work")
-    results, failures = {}, []
+    results, failures, reused = {}, [], []
     from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
 
     with use_scheduler(options.scheduler):
@@ -299,6 +300,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
             if marker.exists() and _read_key(marker) == key:
                 log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
                 results[stage] = _read_results(marker)
+                reused.append(stage)
                 continue
             log.info("group level: %s stage", stage)
             try:
@@ -311,7 +313,9 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                 results[stage] = {"error": msg}
                 if options.stop_on_first_crash:
                     break
-    out.save_json(results, out.root / "group" / "group_summary.json")
+    if len(reused) < len(results) or not (out.root / "group" / "group_summary.json").exists():
+        out.save_json(results, out.root / "group" / "group_summary.json")
+    options.group_reused = bool(results) and len(reused) == len(results)
     if failures:
         raise HfsmriError("group level failed for " + "; ".join(failures))
     return results

@@ -18,8 +18,31 @@ def test_dc_matches_brute_force():
     r = np.corrcoef(ts)
     np.fill_diagonal(r, 0)
     np.testing.assert_array_equal(dcb[mask], (r > 0.25).sum(1))
-    np.testing.assert_allclose(dcw[mask], np.where(r > 0.25, r, 0).sum(1), atol=1e-10)
+    # edge weights come from float32 products (decisions near the threshold in float64)
+    np.testing.assert_allclose(dcw[mask], np.where(r > 0.25, r, 0).sum(1), rtol=1e-6, atol=1e-6)
     assert np.all(dcb[~mask] == 0)
+
+
+def test_dc_edge_decisions_near_threshold_are_float64_exact():
+    # correlations within float32 rounding of the threshold: the binarised degree must be the float64 one
+    rng = np.random.default_rng(5)
+    n_t = 40
+    base = rng.standard_normal(n_t)
+    base = (base - base.mean()) / np.linalg.norm(base - base.mean())
+    ortho = rng.standard_normal((60, n_t))
+    ortho -= ortho.mean(axis=1, keepdims=True)
+    ortho -= np.outer(ortho @ base, base)
+    ortho /= np.linalg.norm(ortho, axis=1, keepdims=True)
+    target = 0.25 + rng.uniform(-3e-8, 3e-8, size=60)  # r with the base series
+    ts = np.vstack([base, target[:, None] * base + np.sqrt(1 - target[:, None] ** 2) * ortho])
+    from hfsmri.func.dc import degree_centrality_2d
+
+    dcb, _ = degree_centrality_2d(ts, threshold=0.25, chunk_size=16)
+    x = ts - ts.mean(axis=1, keepdims=True)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    r = x @ x.T
+    np.fill_diagonal(r, 0)
+    np.testing.assert_array_equal(dcb, (r > 0.25).sum(1))
 
 
 def test_vmhc_symmetric_brain_is_one_and_matches_corrcoef():

@@ -358,7 +358,8 @@ def _ica(gctx, res, ses) -> dict:
                 paths.append(str(fp))
             else:
                 paths.append(str(bp))
-        maps, used = group_ica(paths, mask_img, n_components=k, random_state=int(gctx.seed))
+        maps, used = group_ica(paths, mask_img, n_components=k, random_state=int(gctx.seed),
+                                n_init=int(p.get("n_init", 10)))
         labels = label_components(maps, network_reference(used, affine))
         idir = gctx.out.group_dir("ica")
         comp = np.zeros(used.shape + (maps.shape[0],), dtype=np.float32)

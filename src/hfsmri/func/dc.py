@@ -29,21 +29,35 @@ def _zscore_rows(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, flat
 
 
+#: float32 products within this distance of the threshold are recomputed in float64
+_BORDER = 1e-4
+
+
 @njit(cache=True, fastmath=True)
-def _accumulate_upper(r, s, threshold, dcb, dcw):  # pragma: no cover - compiled
+def _accumulate_upper(r, x, s, threshold, dcb, dcw):  # pragma: no cover - compiled
     """Add the edges r[i, jj] (global pair s+i < s+jj) above ``threshold`` to both end nodes.
 
-    Branch-free inner loop (select instead of if) so that it vectorises; row sums are kept in
-    registers, column sums in a contiguous buffer added to the node arrays once per block.
+    ``r`` holds float32 correlations; an entry within :data:`_BORDER` of the threshold is
+    recomputed in float64 from the standardised rows ``x`` so that the edge decision (and that
+    edge's weight) is the float64 one. Row sums stay in registers, column sums in a contiguous
+    buffer added to the node arrays once per block.
     """
     m, k = r.shape
+    T = x.shape[1]
     cb = np.zeros(k)
     cw = np.zeros(k)
+    lo = threshold - _BORDER
+    hi = threshold + _BORDER
     for i in range(m):
         rb = 0.0
         rw = 0.0
         for jj in range(i + 1, k):
-            v = r[i, jj]
+            v = np.float64(r[i, jj])
+            if v > lo and v < hi:  # rare: exact decision in float64
+                acc = 0.0
+                for t in range(T):
+                    acc += x[s + i, t] * x[s + jj, t]
+                v = acc
             b = 1.0 if v > threshold else 0.0
             w = v * b
             rb += b
@@ -61,18 +75,21 @@ def degree_centrality_2d(ts: np.ndarray, threshold: float = 0.25, chunk_size: in
     """``(dcb, dcw)`` of each row of ``ts`` (n_voxels, n_t); see module doc.
 
     Only the upper triangle of the correlation matrix is computed (block rows ``s:e`` against
-    columns ``s:n``), and thresholding and summing are fused in one compiled pass: half the
-    matrix products of the naive row-by-row version and no temporary boolean matrices.
+    columns ``s:n``) as float32 products (half the time of float64), with thresholding and
+    summing fused in one compiled pass. Edge decisions equal the float64 ones (products within
+    1e-4 of the threshold are recomputed in float64); ``dcw`` agrees with a float64 computation
+    to ~1e-6 relative (float32 rounding of each edge weight).
     """
     x, flat = _zscore_rows(np.asarray(ts, dtype=np.float64))
+    x32 = x.astype(np.float32)
     n = x.shape[0]
     dcb = np.zeros(n)
     dcw = np.zeros(n)
     thr = float(threshold)
     for s in range(0, n, chunk_size):
         e = min(n, s + chunk_size)
-        r = x[s:e] @ x[s:].T
-        _accumulate_upper(r, s, thr, dcb, dcw)
+        r = x32[s:e] @ x32[s:].T
+        _accumulate_upper(r, x, s, thr, dcb, dcw)
     dcb[flat] = 0.0
     dcw[flat] = 0.0
     return dcb, dcw
