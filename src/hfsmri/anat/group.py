@@ -80,6 +80,16 @@ def _flipped(study, subjects) -> list[str]:
     return [s for s in subjects if fn is not None and fn(s)]
 
 
+def _tiv_covariate(tiv: pd.DataFrame, log) -> pd.DataFrame | None:
+    """TIV as the automatic covariate, or None (with a warning) when it does not vary: identical
+    head sizes (e.g. a simulated study without per-subject deformation) make it a constant column."""
+    v = pd.to_numeric(tiv["TIV"], errors="coerce").to_numpy(dtype=float)
+    if len(v) and np.isfinite(v).all() and np.ptp(v) == 0:
+        log.warning("TIV is identical for all %d subjects: not used as a covariate", len(v))
+        return None
+    return tiv
+
+
 def _voxelwise(gctx, paths: dict, mask_img, metric_dir: Path, extra: pd.DataFrame | None, log) -> dict:
     from ..stats.design import clinical_designs, design_from_study
     from ..stats.group_analysis import voxelwise_group
@@ -125,7 +135,7 @@ def run(gctx) -> dict:
         gm = load_template("GM", res)
         mask = nib.Nifti1Image((gm.get_fdata() >= GM_MASK_THRESHOLD).astype(np.uint8), gm.affine)
         d = out.group_dir("vbm", "gm")
-        n = _voxelwise(gctx, paths, mask, d, tiv.loc[list(paths)], log)
+        n = _voxelwise(gctx, paths, mask, d, _tiv_covariate(tiv.loc[list(paths)], log), log)
         if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
             from ..longitudinal import run_longitudinal_maps
             summary["vbm_longitudinal"] = run_longitudinal_maps(
@@ -199,7 +209,7 @@ def run(gctx) -> dict:
         t_sub = tiv.loc[table.index, "TIV"].astype(float)
         d = out.group_dir("roi_volumes", "volume")
         if mode == "covariate":
-            roi_group(table, study, d, stats=gctx.stats, extra_covariates=tiv.loc[table.index])
+            roi_group(table, study, d, stats=gctx.stats, extra_covariates=_tiv_covariate(tiv.loc[table.index], log))
         else:
             norm = table.mul(t_sub.mean() / t_sub, axis=0)
             roi_group(norm, study, d, stats=gctx.stats)
