@@ -11,10 +11,10 @@ the outputs of both runs are byte-identical (they must be). ``--dask`` adds a ru
 Run:  python benchmarks/bench_scaling.py [--quick] [--sizes 4,8,16] [--volumes 60] [--dask]
 ``--quick``: sizes 2,4 and 40 volumes (a smoke run, a couple of minutes).
 
-Notes: each job of the local pool runs in a fresh process (crash isolation, exact peak memory),
-so with 2 workers every subject pays the interpreter + import start-up (several seconds), which
-1 worker (in-process) pays once; the speed-up therefore grows with the per-subject work (real data:
-minutes per subject). Timings on a shared machine are noisy.
+Notes: each of the local pool's workers is a process of its own, reused for up to
+``hfsmri.parallel.JOBS_PER_WORKER`` jobs and replaced when it dies (crash isolation), so the
+interpreter + import start-up (several seconds) is paid once per worker, not once per subject.
+Timings on a shared machine are noisy.
 """
 from __future__ import annotations
 

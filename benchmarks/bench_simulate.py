@@ -30,10 +30,12 @@ def main(argv=None):
     import numpy as np
 
     from hfsmri.simulate import simulate_study
+    from hfsmri.simulate.dataset import DEMO_VOLUMES
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        root = simulate_study(Path(tmp) / "bids", n_patients=args.n, n_controls=args.n, seed=1, n_jobs=args.jobs)
+        root = simulate_study(Path(tmp) / "bids", n_patients=args.n, n_controls=args.n, seed=1, n_jobs=args.jobs,
+                              n_volumes=DEMO_VOLUMES)
         t_sim = time.perf_counter() - t0
         files = sorted(Path(root).glob("sub-*/*/*.nii.gz"))
         t0 = time.perf_counter()

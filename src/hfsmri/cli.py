@@ -98,7 +98,7 @@ def simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=float, metavar="MM", help="isotropic voxel size of every modality")
     p.add_argument("--seed", type=int, default=0, metavar="N")
     p.add_argument("--n-dirs", type=int, default=30, metavar="N", help="diffusion directions (25, 30, 64, ...)")
-    p.add_argument("--n-volumes", type=int, metavar="N", help="BOLD volumes at TR 2 s (default 120 = 4 min; 240 for 8 min)")
+    p.add_argument("--n-volumes", type=int, metavar="N", help="BOLD volumes at TR 2 s (default 240 = 8 min; the demo uses 120)")
     p.add_argument("--no-deform", action="store_true", help="no per-subject nonlinear deformation (fast tests)")
     p.add_argument("--n-sites", type=int, default=1, metavar="N")
     p.add_argument("--site-effects", action="store_true", help="add scanner offsets/scaling per site")
@@ -261,7 +261,7 @@ def run_bids_app(args) -> int:
     elif not args.no_report:
         from .report import build_report
 
-        path = build_report(args.output_dir)
+        path = build_report(args.output_dir, n_jobs=options.nprocs)
         log.info("report: %s", path)
     return 0
 

@@ -7,7 +7,9 @@ Layout of ``OUTPUT_DIR`` (default ``hfsmri_demo``)::
     OUTPUT_DIR/derivatives/   hfsmri outputs; report at OUTPUT_DIR/derivatives/report.html
 
 Demo settings (chosen so that 10 + 10 subjects finish in <= 15 min on 2 cores, see README):
-:data:`DEMO_STATS` permutations, simulator defaults for resolution and BOLD length. A second run
+:data:`DEMO_STATS` permutations, the simulator's default resolutions (T1w 2 mm, DWI 2.5 mm, BOLD
+3 mm) and a 4-minute BOLD run (:data:`hfsmri.simulate.dataset.DEMO_VOLUMES` = 120 volumes; the
+simulator's own default is 8 minutes). A second run
 reuses everything already finished (the simulated data and every up-to-date derivative).
 """
 from __future__ import annotations
@@ -22,9 +24,10 @@ import yaml
 
 log = logging.getLogger("hfsmri")
 
-#: demo statistics: fewer permutations than a real study (5000) and voxel-wise correlation maps for
-#: severity only (ROI correlations still cover every score), to keep the demo within 15 minutes
-DEMO_STATS = {"n_perm": 200, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0,
+#: demo statistics: fewer permutations than a real study (5000; 150 give FWE p in steps of 1/151 =
+#: 0.0066) and voxel-wise correlation maps for severity only (ROI correlations still cover every
+#: score), to keep the demo within 15 minutes
+DEMO_STATS = {"n_perm": 150, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0,
               "voxelwise_clinical": ["severity"]}
 QUICK_STATS = {"n_perm": 100, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0,
                "voxelwise_clinical": ["severity"]}
@@ -41,12 +44,15 @@ def demo_study_config(n_perm: int | None = None, quick: bool = False) -> dict:
         "covariates": ["age", "sex"],
         "clinical": ["severity", "duration_months", "hama", "hamd"],
         "affected_side_column": "affected_side",
-        "flip_to": "R",  # ipsi-lesional effects of the simulator are planted on the right (docs/simulator.md)
+        # no flipping: the review's table gives most lateral findings by absolute hemisphere (17 of
+        # the 21 lateral effects the simulator plants; 4 are ipsi/contra-lateral to the affected
+        # side), and mirroring the ~60 % left-affected patients would scatter those over both sides
+        "flip_to": None,
         # every analysis; the simulated DWI has no head motion, so per-volume motion correction
-        # (about 1 s per volume) is off in the demo; ICA with 10 components and 3 FastICA restarts
+        # (about 1 s per volume) is off in the demo; ICA with 10 components and 2 FastICA restarts
         "analyses": {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_correction": False},
                      "tbss": {}, "dwi_rois": {}, "reho": {}, "alff": {}, "dc": {}, "vmhc": {},
-                     "seed_fc": {}, "ica": {"n_components": 10, "n_init": 3}, "graph": {}},
+                     "seed_fc": {}, "ica": {"n_components": 10, "n_init": 2}, "graph": {}},
         # the fast structural profile (one Atropos pass, SyN 20x10x0): 26 s instead of 44 s CPU per
         # subject, TIV within 2 % of the simulated truth (docs/anatomy.md)
         "preprocessing": {"anat": {"profile": "fast"}},
@@ -63,9 +69,9 @@ def _simulate_once(bids: Path, n_patients: int, n_controls: int, seed: int, quic
         return
     tmp = bids.with_name(bids.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    kwargs = {}
-    if quick:
-        kwargs.update(n_volumes=60)
+    from .simulate.dataset import DEMO_VOLUMES
+
+    kwargs = {"n_volumes": 60 if quick else DEMO_VOLUMES}
     t0 = time.perf_counter()
     simulate_study(tmp, n_patients=n_patients, n_controls=n_controls, seed=seed, **kwargs)
     shutil.rmtree(bids, ignore_errors=True)

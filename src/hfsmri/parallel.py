@@ -1,8 +1,9 @@
 """Executor for independent per-subject jobs.
 
-* Local (default): ``nprocs`` jobs at a time, each in a fresh process of its own (a single-worker
-  pool per job), so a crash (even a segfault in a C library or an out-of-memory kill) fails only
-  that subject; one shared ``ProcessPoolExecutor`` would be broken for every pending job.
+* Local (default): ``nprocs`` jobs at a time, each executor thread driving a worker process of its
+  own (a single-worker pool, reused for up to :data:`JOBS_PER_WORKER` jobs), so a crash (even a
+  segfault in a C library or an out-of-memory kill) fails only the subject it was running and the
+  process is replaced; one shared ``ProcessPoolExecutor`` would be broken for every pending job.
 * Cluster: with ``scheduler`` (a ``dask.distributed`` address such as ``tcp://host:8786``) the same
   job function is submitted to the cluster.
 * Threads: BLAS/OpenMP/ITK/numba threads of each job are capped to ``omp_nthreads``
@@ -279,25 +280,65 @@ def _progress(items, enabled):
     return tqdm(items, desc="subjects", unit="job")
 
 
-def _isolated(job: Job, ctx, log_dir, level, omp) -> JobResult:
-    """Run one job in its own fresh single-worker process pool: if the process dies (segfault,
-    out-of-memory kill, ``os._exit``) only this job fails."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        fut = pool.submit(run_one, job, log_dir, level, omp)
+class _Lane:
+    """A single-worker process pool kept for the jobs of one executor thread.
+
+    The worker process is reused from job to job (imports of ANTs, nilearn and dipy and the
+    template caches cost 3-4 s per process), and replaced after ``max_jobs`` jobs (bounds memory
+    growth) or as soon as it dies: if the process dies (segfault, out-of-memory kill,
+    ``os._exit``) only the job it was running fails.
+    """
+
+    def __init__(self, ctx, max_jobs: int):
+        self.ctx, self.max_jobs = ctx, max(1, int(max_jobs))
+        self.pool: ProcessPoolExecutor | None = None
+        self.n = 0
+
+    def run(self, job: Job, log_dir, level, omp) -> JobResult:
+        if self.pool is None or self.n >= self.max_jobs:
+            self.close()
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx)
+        self.n += 1
+        fut = self.pool.submit(run_one, job, log_dir, level, omp)
         try:
             return fut.result()
         except BaseException as exc:  # noqa: BLE001 - worker died
+            self.close()
             return JobResult(job.name, False, error=f"worker process died ({type(exc).__name__}: {exc}); "
                              "out of memory? (see --mem-mb)", mem_mb=job.mem_mb)
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool, self.n = None, 0
+
+
+#: jobs run by one worker process before it is replaced (memory growth across subjects)
+JOBS_PER_WORKER = 8
+
 
 def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level) -> list[JobResult]:
-    """``workers`` jobs at a time, each in a fresh process of its own (a shared
-    ``ProcessPoolExecutor`` would be broken for every job by one dying worker)."""
+    """``workers`` jobs at a time, each executor thread driving one worker process of its own
+    (:class:`_Lane`): a shared ``ProcessPoolExecutor`` would be broken for every job by one dying
+    worker, a fresh process per job pays the imports every time."""
+    import threading
+
     # Children inherit the environment at spawn time: cap threads before numpy is imported there.
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update(thread_env(omp))
     ctx = mp.get_context("spawn")
+    lanes: list[_Lane] = []
+    local = threading.local()
+    lock = threading.Lock()
+
+    def run_in_lane(job: Job) -> JobResult:
+        lane = getattr(local, "lane", None)
+        if lane is None:
+            lane = local.lane = _Lane(ctx, JOBS_PER_WORKER)
+            with lock:
+                lanes.append(lane)
+        return lane.run(job, log_dir, level, omp)
+
     results: dict[int, JobResult] = {}
     bar = None
     if progress:
@@ -306,7 +347,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
         bar = tqdm(total=len(jobs), desc="subjects", unit="job")
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfsmri-job") as pool:
-            futures = {pool.submit(_isolated, job, ctx, log_dir, level, omp): i for i, job in enumerate(jobs)}
+            futures = {pool.submit(run_in_lane, job): i for i, job in enumerate(jobs)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -324,6 +365,8 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
                             f.cancel()
                         raise JobFailed(res)
     finally:
+        for lane in lanes:
+            lane.close()
         if bar is not None:
             bar.close()
         for k, v in saved.items():

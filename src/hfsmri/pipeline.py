@@ -275,6 +275,20 @@ def _read_key(path: Path) -> str | None:
         return None
 
 
+def _outputs_present(path: Path, out: Derivatives) -> bool:
+    """The group folders a finished stage wrote (listed in its marker) still exist and are not
+    empty: deleting ``group/<analysis>/`` by hand makes the stage run again."""
+    import json
+
+    try:
+        names = json.loads(Path(path).read_text()).get("outputs")
+    except (OSError, ValueError):
+        return False
+    if names is None:  # marker of an older version: no list, run again
+        return False
+    return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
+
+
 def _read_results(path: Path) -> dict:
     import json
 
@@ -297,7 +311,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
-            if marker.exists() and _read_key(marker) == key:
+            if marker.exists() and _read_key(marker) == key and _outputs_present(marker, out):
                 log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
                 results[stage] = _read_results(marker)
                 reused.append(stage)
@@ -305,7 +319,9 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
             log.info("group level: %s stage", stage)
             try:
                 results[stage] = _stage_module(stage, "group").run(gctx) or {}
-                out.save_json({"key": key, "results": results[stage]}, marker)
+                outputs = sorted(a for a in analyses if STAGE_OF.get(a) == stage
+                                 and (out.root / "group" / a).is_dir())
+                out.save_json({"key": key, "results": results[stage], "outputs": outputs}, marker)
             except Exception as exc:
                 msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
                 log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))

@@ -128,3 +128,20 @@ def test_second_run_reuses_finished_work(study_run):
     after = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in maps}
     assert before == after
     assert elapsed < study_run["t_part"] / 3
+
+
+def test_group_level_reused_until_an_output_is_deleted(study_run):
+    """Unchanged inputs: every group stage is reused (files untouched); deleting one analysis'
+    group folder by hand makes its stage (and only it) run again."""
+    import shutil
+
+    out, bids, study = study_run["out"], study_run["bids"], study_run["study"]
+    vbm = sorted((out / "group" / "vbm").rglob("*.nii.gz"))
+    alff_dir = out / "group" / "alff"
+    before = {p: p.stat().st_mtime_ns for p in vbm}
+    assert main([str(bids), str(out), "group", "--study", str(study), "--no-report"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in vbm} == before
+    shutil.rmtree(alff_dir)
+    assert main([str(bids), str(out), "group", "--study", str(study), "--no-report"]) == 0
+    assert (alff_dir / "alff" / "contrast-patient-gt-control_desc-fwe_logp.nii.gz").is_file()
+    assert {p: p.stat().st_mtime_ns for p in vbm} == before  # the anat stage was not redone

@@ -5,8 +5,8 @@ one metric of each modality.
 Planted (simulator effects, ``derivatives/ground_truth/effects.tsv``): lower FA in the callosal
 body and lower ALFF in the precentral gyri of patients; after surgery (session ``post``) the
 effects shrink to ``post_factor`` (0.5) of their baseline size, so patients' post − pre change
-has the sign opposite to the effect's ``direction``. Structural analyses are left out (their
-participant stage takes minutes per scan).
+has the sign opposite to the effect's ``direction``. The structural recovery (thalamic GM) is
+tested in ``test_structural_recovery.py`` (own dataset, so that pytest-xdist runs both at once).
 
 FA d = 4 (2 SD of change after surgery): with d = 2 (the review's size) the paired FWE p in the
 planted mask sat at the permutation floor (2/64 in one run, 4/64 in another), too marginal for a

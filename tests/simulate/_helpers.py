@@ -82,7 +82,20 @@ def template_on(kind: str, target_img) -> np.ndarray:
 
 # intensities of the simulator's T1w model relative to WM (documented in hfsmri.simulate.t1w); the
 # tests convert a measured intensity change to a GM-fraction change with them
-T1_GM, T1_CSF = 0.58, 0.18
+T1_GM, T1_WM, T1_CSF = 0.58, 1.0, 0.18
+
+
+def gm_intensity_factor(img, region: np.ndarray) -> float:
+    """Mean T1w intensity change (relative to WM) per unit of GM fraction gained in ``region``,
+    for the simulator's planted model: the tissue that trades with GM is WM in the deep grey
+    nuclei (weight ``lam`` of ``simulate.anatomy.deep_gm_weight``, a model parameter) and CSF
+    elsewhere, so the factor is ``T1_GM - lam * T1_WM - (1 - lam) * T1_CSF``: +0.40 in cortex,
+    -0.42 in the thalamus. Valid for simulations without deformation (native = MNI positions)."""
+    from hfsmri.simulate.anatomy import deep_gm_weight
+
+    xyz = np.argwhere(region) @ img.affine[:3, :3].T + img.affine[:3, 3]
+    lam = deep_gm_weight(2).sample(xyz.astype(np.float32), order=1)
+    return float(np.mean(T1_GM - lam * T1_WM - (1.0 - lam) * T1_CSF))
 
 
 def t1_ratio(t1: np.ndarray, region: np.ndarray, wm_ref: np.ndarray) -> float:

@@ -11,6 +11,8 @@ Class order everywhere: 1 = CSF, 2 = GM, 3 = WM (Atropos / DiReCT convention).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import nibabel as nib
 import numpy as np
 
@@ -73,9 +75,11 @@ def atropos_segment(t1, mask, priors=None, prior_weight: float = 0.25, mrf: floa
         arrs = [np.asarray(p.dataobj if hasattr(p, "dataobj") else p, dtype=np.float64)[box] for p in priors]
         c, g, w = normalise_priors(*arrs, mb)
         pimgs = [to_ants(nib.Nifti1Image(p.astype(np.float32), aff_box)) for p in (c, g, w)]
-        res = ants.atropos(a=a, x=x, i=pimgs, m=mstr, c=cstr, priorweight=float(prior_weight), r=0)
+        with _private_tempdir():
+            res = ants.atropos(a=a, x=x, i=pimgs, m=mstr, c=cstr, priorweight=float(prior_weight), r=0)
     else:
-        res = ants.atropos(a=a, x=x, i="Kmeans[3]", m=mstr, c=cstr, r=0)
+        with _private_tempdir():
+            res = ants.atropos(a=a, x=x, i="Kmeans[3]", m=mstr, c=cstr, r=0)
     probs = []
     for pimg in res["probabilityimages"][:3]:
         full = np.zeros(m.shape, np.float32)
@@ -86,6 +90,25 @@ def atropos_segment(t1, mask, priors=None, prior_weight: float = 0.25, mrf: floa
     seg[box] = to_nib(res["segmentation"]).get_fdata().astype(np.int16)
     seg[~m] = 0
     return {"seg": seg, "csf": probs[0], "gm": probs[1], "wm": probs[2], "affine": t1.affine.copy()}
+
+
+@contextmanager
+def _private_tempdir():
+    """Point :mod:`tempfile` at a private directory that is deleted afterwards.
+
+    ``ants.atropos`` writes its prior and posterior probability images to ``tempfile.mktemp``
+    names in the system temporary directory and never deletes them (about 2 MB per call); the
+    images it returns are already in memory, so the files can go when the call ends.
+    """
+    import tempfile
+
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="hfsmri_atropos_") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            yield tmp
+        finally:
+            tempfile.tempdir = saved
 
 
 def _bounding_box(mask: np.ndarray, pad: int = 2) -> tuple[slice, ...]:

@@ -172,9 +172,10 @@ def to_mni(b0: np.ndarray, affine: np.ndarray, work_dir, *, t1w=None, t1w_to_mni
     if t1w is not None and t1w_to_mni:
         t1 = nib.load(str(t1w)) if isinstance(t1w, (str, Path)) else t1w
         fixed = to_ants(np.asarray(t1.get_fdata(), np.float32), t1.affine)
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                outprefix=str(work_dir / "b0tot1_"))
-        return {"transforms": list(t1w_to_mni) + list(reg["fwdtransforms"]), "how": "anat"}
+        from hfsmri.spatial.registration import rigid_to_anatomy
+
+        return {"transforms": list(t1w_to_mni) + rigid_to_anatomy(moving, fixed, work_dir / "b0tot1_"),
+                "how": "anat"}
     tmpl = _template_ants("T1", 2) * _template_ants("mask", 2)
     reg = ants.registration(fixed=tmpl, moving=moving, type_of_transform="Affine",
                             outprefix=str(work_dir / "b0tomni_"))

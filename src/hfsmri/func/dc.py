@@ -37,33 +37,49 @@ _BORDER = 1e-4
 def _accumulate_upper(r, x, s, threshold, dcb, dcw):  # pragma: no cover - compiled
     """Add the edges r[i, jj] (global pair s+i < s+jj) above ``threshold`` to both end nodes.
 
-    ``r`` holds float32 correlations; an entry within :data:`_BORDER` of the threshold is
-    recomputed in float64 from the standardised rows ``x`` so that the edge decision (and that
-    edge's weight) is the float64 one. Row sums stay in registers, column sums in a contiguous
-    buffer added to the node arrays once per block.
+    ``r`` holds float32 correlations. A first, branch-free (SIMD) pass decides every edge in
+    float32 and counts the entries within :data:`_BORDER` of the threshold; only rows that have
+    such entries get a second pass that recomputes them in float64 from the standardised rows
+    ``x`` and corrects the sums, so the edge decisions (and those edges' weights) are the float64
+    ones. Row sums stay in registers, column sums in a contiguous buffer added to the node arrays
+    once per block.
     """
     m, k = r.shape
     T = x.shape[1]
     cb = np.zeros(k)
     cw = np.zeros(k)
-    lo = threshold - _BORDER
-    hi = threshold + _BORDER
+    thr32 = np.float32(threshold)
+    lo = np.float32(threshold - _BORDER)
+    hi = np.float32(threshold + _BORDER)
     for i in range(m):
         rb = 0.0
         rw = 0.0
+        n_border = 0
+        row = r[i]
         for jj in range(i + 1, k):
-            v = np.float64(r[i, jj])
-            if v > lo and v < hi:  # rare: exact decision in float64
-                acc = 0.0
-                for t in range(T):
-                    acc += x[s + i, t] * x[s + jj, t]
-                v = acc
-            b = 1.0 if v > threshold else 0.0
-            w = v * b
+            v = row[jj]
+            b = 1.0 if v > thr32 else 0.0
+            w = np.float64(v) * b
             rb += b
             rw += w
             cb[jj] += b
             cw[jj] += w
+            n_border += 1 if (v > lo and v < hi) else 0
+        if n_border:  # rare: exact decisions in float64 near the threshold
+            for jj in range(i + 1, k):
+                v = row[jj]
+                if v > lo and v < hi:
+                    acc = 0.0
+                    for t in range(T):
+                        acc += x[s + i, t] * x[s + jj, t]
+                    b_old = 1.0 if v > thr32 else 0.0
+                    b_new = 1.0 if acc > threshold else 0.0
+                    db = b_new - b_old
+                    dw = acc * b_new - np.float64(v) * b_old
+                    rb += db
+                    rw += dw
+                    cb[jj] += db
+                    cw[jj] += dw
         dcb[s + i] += rb
         dcw[s + i] += rw
     for jj in range(k):

@@ -142,6 +142,7 @@ def preprocess_raw(bold_path, tr: float, work_dir, dummy_scans: int = 5, resolut
     from scipy import ndimage
 
     from hfsmri.func.realign import realign
+    from hfsmri.spatial.registration import rigid_to_anatomy
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -164,9 +165,7 @@ def preprocess_raw(bold_path, tr: float, work_dir, dummy_scans: int = 5, resolut
 
     if t1w is not None and to_mni:
         t1 = ants.image_read(str(t1w))
-        reg = ants.registration(fixed=t1, moving=mean_epi, type_of_transform="Rigid",
-                                outprefix=str(work_dir / "epi2t1_"))
-        to_template = list(to_mni) + list(reg["fwdtransforms"])
+        to_template = list(to_mni) + rigid_to_anatomy(mean_epi, t1, work_dir / "epi2t1_")
         how = "anat"
     else:
         rr = max(2.0, float(resolution))

@@ -87,13 +87,16 @@ def sig_rows(df: pd.DataFrame, alpha: float):
 
 # ----------------------------------------------------------------------------- writer
 class _Out:
-    def __init__(self, root: Path):
+    """Writer of ``OUTPUT_DIR/report/`` (TSVs and figure PNGs); ``clean`` removes old figures."""
+
+    def __init__(self, root: Path, clean: bool = True):
         self.root = root
         self.dir = root / "report"
         self.fig_dir = self.dir / "figures"
         self.fig_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.fig_dir.glob("*.png"):
-            old.unlink()
+        if clean:
+            for old in self.fig_dir.glob("*.png"):
+                old.unlink()
         self.tsvs: list[str] = []
 
     def tsv(self, df: pd.DataFrame, name: str) -> str:
@@ -543,7 +546,42 @@ def _env():
                               undefined=jinja2.StrictUndefined)
 
 
-def build_report(output_dir, ground_truth_dir=None, title: str | None = None) -> Path:
+def _section_job(res: MetricResult, data: ReportData, roles: pd.Series, root: Path):
+    """One result section in a worker process: (section, summary rows, TSVs written)."""
+    out = _Out(root, clean=False)
+    rows: list[dict] = []
+    return metric_section(res, data, roles, out, rows), rows, out.tsvs
+
+
+def _metric_sections(results: list, data: ReportData, roles: pd.Series, out: _Out, n_jobs: int | None):
+    """:func:`metric_section` of every result, in order; figures of different results are drawn in
+    ``n_jobs`` processes (default: all cores; most of the report's time is matplotlib/nilearn
+    plotting). Every section writes only files named after its own analysis/metric, so the output
+    does not depend on ``n_jobs``; a failing pool falls back to one process."""
+    from ..parallel import default_nprocs
+
+    n = default_nprocs() if n_jobs is None else max(1, int(n_jobs))
+    n = min(n, len(results))
+    if n > 1 and len(results) >= 4:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as ex:
+                return list(ex.map(_section_job, results, [data] * len(results), [roles] * len(results),
+                                   [out.root] * len(results)))
+        except Exception as exc:  # e.g. a worker could not start (no /dev/shm): draw in this process
+            log.warning("report: parallel figure drawing failed (%s: %s); drawing in one process",
+                        type(exc).__name__, exc)
+    done = []
+    for res in results:
+        rows: list[dict] = []
+        sec = metric_section(res, data, roles, out, rows)
+        done.append((sec, rows, []))
+    return done
+
+
+def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_jobs: int | None = None) -> Path:
     """Build ``OUTPUT_DIR/report.html`` and ``OUTPUT_DIR/report/`` from whatever results exist.
 
     Parameters
@@ -551,6 +589,7 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None) ->
     output_dir : hfsmri output folder (BIDS-Derivatives root).
     ground_truth_dir : simulator ground-truth folder; default: found via ``logs/run_info.json``.
     title : report title (default "hfsmri report").
+    n_jobs : processes drawing the figures (default: all cores); the report does not depend on it.
 
     Returns
     -------
@@ -570,8 +609,11 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None) ->
     qc = qc_section(data, out)
     summary_rows: list[dict] = []
     analyses: dict[str, list] = {}
-    for res in sorted(data.results, key=lambda r: (_ANALYSIS_ORDER.get(r.analysis, 99), r.analysis, r.metric)):
-        analyses.setdefault(res.analysis, []).append(metric_section(res, data, roles, out, summary_rows))
+    ordered = sorted(data.results, key=lambda r: (_ANALYSIS_ORDER.get(r.analysis, 99), r.analysis, r.metric))
+    for res, (sec, rows, tsvs) in zip(ordered, _metric_sections(ordered, data, roles, out, n_jobs)):
+        analyses.setdefault(res.analysis, []).append(sec)
+        summary_rows.extend(rows)
+        out.tsvs.extend(tsvs)
     results_summary = None
     if summary_rows:
         sdf = pd.DataFrame(summary_rows)

@@ -131,6 +131,30 @@ def _grid_img(res: int) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.zeros(shape, np.uint8), affine)
 
 
+#: subcortical grey nuclei (Harvard-Oxford) whose template voxels are GM/WM mixtures
+DEEP_GM_SPEC = "ho:/(Left|Right)_(Thalamus|Caudate|Putamen|Pallidum|Accumbens)/"
+#: smoothing (mm FWHM) of the deep-GM weight, so that the replacement tissue changes smoothly
+DEEP_GM_FWHM_MM = 4.0
+
+
+@lru_cache(maxsize=2)
+def deep_gm_weight(res: int = 2) -> MniMap:
+    """Weight (0..1) of "deep grey nucleus" on the ``res`` mm MNI grid: the Harvard-Oxford
+    thalamus, caudate, putamen, pallidum and accumbens, smoothed by :data:`DEEP_GM_FWHM_MM`.
+
+    Used by the T1w model to choose which tissue replaces lost GM (and gives gained GM): in the
+    nuclei the template's non-GM part is white matter, so GM lost there becomes WM-like tissue
+    (the voxel gets brighter, as a shrunken nucleus surrounded by white matter does); elsewhere
+    (cortex) lost GM becomes CSF (a widened sulcus).
+    """
+    from hfsmri.spatial.atlas import region_mask
+
+    ref = _grid_img(res)
+    m = region_mask(DEEP_GM_SPEC, ref).astype(np.float32)
+    w = ndimage.gaussian_filter(m, DEEP_GM_FWHM_MM * FWHM_TO_SIGMA / res)
+    return MniMap(np.clip(w, 0.0, 1.0).astype(np.float32), ref.affine)
+
+
 @lru_cache(maxsize=2)
 def fibre_field(res: int = 2) -> dict:
     """Fibre axis (0/1/2, -1 outside WM) and coherence (1 in tract maps, 0.6 elsewhere in WM)

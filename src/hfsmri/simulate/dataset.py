@@ -28,6 +28,9 @@ log = logging.getLogger("hfsmri.simulate")
 
 MODALITIES = ("anat", "dwi", "func")
 DEMO_RESOLUTION = {"anat": 2.0, "dwi": 2.5, "func": 3.0}
+#: default BOLD length: 240 volumes at TR 2 s = 8 min, a typical resting-state run
+DEFAULT_VOLUMES = 240
+#: the demo's BOLD length (4 min): halves the fMRI participant stage, fMRI effects are weaker
 DEMO_VOLUMES = 120
 GENERATED_BY = {"Name": "hfsmri simulate", "Version": __version__,
                 "Description": "virtual hemifacial-spasm cohort with planted effects"}
@@ -258,7 +261,8 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
     n_dirs : int
         Diffusion directions at b = 1000 (plus ``1 + n_dirs // 10`` b0 volumes).
     n_volumes : int, optional
-        BOLD volumes at TR 2 s (default 120 = 4 min).
+        BOLD volumes at TR 2 s (default :data:`DEFAULT_VOLUMES` = 240 = 8 min; the demo uses
+        :data:`DEMO_VOLUMES` = 120).
     deform : bool
         Per-subject head size, pose and nonlinear deformation; False = every subject in exact MNI
         position (fast, exact unit tests).
@@ -290,7 +294,7 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
     n_dirs = int(n_dirs)
     if n_dirs < 6 or n_dirs > 300:
         raise HfsmriError(f"n_dirs must be between 6 and 300, got {n_dirs}", field="n_dirs")
-    n_vol = DEMO_VOLUMES if n_volumes is None else int(n_volumes)
+    n_vol = DEFAULT_VOLUMES if n_volumes is None else int(n_volumes)
     if n_vol < 20:
         raise HfsmriError(f"n_volumes must be at least 20, got {n_vol}", field="n_volumes")
     if int(n_sites) < 1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anatomy import MniMap, prefiltered, tissue_maps
+from .anatomy import MniMap, deep_gm_weight, prefiltered, tissue_maps
 from .deformation import SubjectTransform, grid_points, native_grid
 
 I_GM, I_WM, I_CSF = 0.58, 1.0, 0.18
@@ -87,12 +87,20 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
     z = z_gm.sample(xs, order=1)
     gm2 = np.clip(gm * (1.0 + sigma_gm * z), 0.0, None)
     delta = gm2 - gm
+    # which tissue trades with GM: in deep grey nuclei (weight lam) WM, elsewhere CSF (see
+    # anatomy.deep_gm_weight); gains take from that tissue first, then from the other one
+    lam = deep_gm_weight(2).sample(xs, order=1)
     gain = np.clip(delta, 0, None)
-    from_csf = np.minimum(gain, csf)
-    from_wm = np.minimum(gain - from_csf, wm)
-    gm2 = gm + np.minimum(delta, 0) + from_csf + from_wm
-    csf2 = csf - from_csf + np.clip(-delta, 0, None)
-    wm2 = wm - from_wm
+    loss = np.clip(-delta, 0, None)
+    first_wm = np.minimum(gain * lam, wm)
+    first_csf = np.minimum(gain * (1.0 - lam), csf)
+    rest = gain - first_wm - first_csf
+    more_csf = np.minimum(rest, csf - first_csf)
+    more_wm = np.minimum(rest - more_csf, wm - first_wm)
+    from_csf, from_wm = first_csf + more_csf, first_wm + more_wm
+    gm2 = gm - loss + from_csf + from_wm
+    csf2 = csf - from_csf + loss * (1.0 - lam)
+    wm2 = wm - from_wm + loss * lam
     i_gm = I_WM - (I_WM - I_GM) * contrast
     tissue = i_gm * gm2 + I_WM * wm2 + I_CSF * csf2
     thick_field = 1.0 + 0.08 * np.sin(xs[:, 0] / 23.0 + rng.uniform(0, 6.3)) * np.cos(xs[:, 1] / 31.0 + rng.uniform(0, 6.3))

@@ -168,6 +168,25 @@ def register_to_mni(moving_img, template_img, type_of_transform: str = "SyN", se
     return (tr, warped) if return_warped else tr
 
 
+def rigid_to_anatomy(moving, t1w, outprefix: str | Path):
+    """Rigid (6-parameter, Mattes mutual information) registration of a low-resolution image
+    (mean EPI, b0) to the subject's T1w; returns the forward transform files (ANTs order).
+
+    The T1w is first resampled (linear) to the moving image's voxel size when that is coarser:
+    a rigid fit of a 3 mm EPI gains nothing from a 1-2 mm fixed grid, and the metric is 2.5x
+    cheaper (measured on the demo: 4.1 s instead of 10.7 s per subject; rotation within 0.3 deg,
+    translation within 0.05 mm of the full-resolution fit; docs/scaling.md).
+    ``moving`` and ``t1w`` are ANTs images. ANTs' stage defaults for ``Rigid`` are kept.
+    """
+    import ants
+
+    sp_m = min(moving.spacing[:3])
+    if sp_m > max(t1w.spacing[:3]) * 1.2:
+        t1w = ants.resample_image(t1w, (float(sp_m),) * 3, False, 0)
+    reg = ants.registration(fixed=t1w, moving=moving, type_of_transform="Rigid", outprefix=str(outprefix))
+    return list(reg["fwdtransforms"])
+
+
 _INTERP = {"linear": "linear", "nearest": "nearestNeighbor", "nearestneighbor": "nearestNeighbor",
            "label": "genericLabel", "genericlabel": "genericLabel", "bspline": "bSpline",
            "lanczos": "lanczosWindowedSinc"}
