@@ -135,3 +135,32 @@ def test_fmt_value():
     assert fmt_value(0.0312, "p") == "0.031"
     assert fmt_value(3.0) == "3"
     assert fmt_value(EVIL) == EVIL            # raw here; the template escapes it
+
+
+def test_report_does_not_depend_on_figure_processes(tmp_path, monkeypatch):
+    """Sections drawn in 2 worker processes give the same report and files as in one process
+    (apart from the generation timestamp)."""
+    import hfsmri.report.build as B
+
+    monkeypatch.setattr(B, "PARALLEL_MIN_SECTIONS", 2)  # the fixture has 3 result sections
+    in_this_process = []
+    draw = B.metric_section
+    monkeypatch.setattr(B, "metric_section", lambda *a, **k: in_this_process.append(1) or draw(*a, **k))
+    info = write_fake_output(tmp_path)
+    out = info["out"]
+
+    def snapshot(n_jobs):
+        html = build_report(out, n_jobs=n_jobs).read_text()
+        html = re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "<time>", html)
+        files = {p.relative_to(out / "report"): p.read_bytes() for p in sorted((out / "report").rglob("*"))
+                 if p.is_file() and p.suffix == ".tsv"}
+        figs = sorted(p.name for p in (out / "report" / "figures").glob("*.png"))
+        return html, files, figs
+
+    one = snapshot(1)
+    assert len(in_this_process) == 3
+    two = snapshot(2)
+    assert len(in_this_process) == 3  # no fallback: the 3 sections were drawn by the 2 workers
+    assert one[2] == two[2] and len(one[2]) >= 4
+    assert one[1] == two[1]
+    assert one[0] == two[0]

@@ -546,6 +546,10 @@ def _env():
                               undefined=jinja2.StrictUndefined)
 
 
+#: fewer result sections than this are drawn in this process (a worker's start-up costs ~3 s)
+PARALLEL_MIN_SECTIONS = 4
+
+
 def _section_job(res: MetricResult, data: ReportData, roles: pd.Series, root: Path):
     """One result section in a worker process: (section, summary rows, TSVs written)."""
     out = _Out(root, clean=False)
@@ -562,7 +566,7 @@ def _metric_sections(results: list, data: ReportData, roles: pd.Series, out: _Ou
 
     n = default_nprocs() if n_jobs is None else max(1, int(n_jobs))
     n = min(n, len(results))
-    if n > 1 and len(results) >= 4:
+    if n > 1 and len(results) >= PARALLEL_MIN_SECTIONS:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
