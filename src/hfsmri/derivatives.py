@@ -138,8 +138,8 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, default=str) + "\n")
 
 
-#: gzip level of written .nii.gz files: 1 (nibabel's own default) compresses 3-4x faster than 6
-#: for files ~10-15 % larger (measured on demo maps: docs/scaling.md)
+#: gzip level of written .nii.gz files: 1 (nibabel's own default); measured on 47 demo maps
+#: (357 MB raw): 1.6x faster than level 6 for files 5 % larger (54.0 vs 51.6 MB)
 GZIP_LEVEL = 1
 
 
