@@ -266,36 +266,25 @@ def group_stage_key(study, out: Derivatives, stage: str, analyses: dict, stats: 
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
-def _read_key(path: Path) -> str | None:
+def _read_marker(path: Path) -> dict:
+    """A group stage's marker ``{"key", "results", "outputs"}``; empty when missing or unreadable."""
     import json
 
     try:
-        return json.loads(Path(path).read_text()).get("key")
-    except (OSError, ValueError):
-        return None
-
-
-def _outputs_present(path: Path, out: Derivatives) -> bool:
-    """The group folders a finished stage wrote (listed in its marker) still exist and are not
-    empty: deleting ``group/<analysis>/`` by hand makes the stage run again."""
-    import json
-
-    try:
-        names = json.loads(Path(path).read_text()).get("outputs")
-    except (OSError, ValueError):
-        return False
-    if names is None:  # marker of an older version: no list, run again
-        return False
-    return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
-
-
-def _read_results(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(Path(path).read_text()).get("results") or {}
+        marker = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
+    """The marker has this key and the group folders it lists (those the stage wrote) still exist
+    and are not empty: deleting ``group/<analysis>/`` by hand makes the stage run again. A marker
+    without the list (older version) is not valid."""
+    names = marker.get("outputs")
+    if marker.get("key") != key or names is None:
+        return False
+    return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
 
 
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
@@ -311,9 +300,10 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
-            if marker.exists() and _read_key(marker) == key and _outputs_present(marker, out):
+            done = _read_marker(marker)
+            if _marker_valid(done, key, out):
                 log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
-                results[stage] = _read_results(marker)
+                results[stage] = done.get("results") or {}
                 reused.append(stage)
                 continue
             log.info("group level: %s stage", stage)

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ..e2e_helpers import mask_on_grid, run_participant_and_group
+
 EFFECTS = {"sigma": {"gm": 0.10}, "effects": [
     {"id": "gm-thalamus", "metric": "gm", "direction": -1, "cohens_d": 4.0,
      "region": "aal:Thalamus_L+aal:Thalamus_R", "hemisphere": "bilateral"},
@@ -51,24 +53,16 @@ stats: {n_perm: 100, tfce: true, alpha: 0.05, cluster_forming_p: 0.001, random_s
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from hfsmri.cli import main
     from hfsmri.simulate import simulate_study
 
     tmp = tmp_path_factory.mktemp("anat_e2e")
     bids = simulate_study(tmp / "bids", n_patients=5, n_controls=5, seed=2, deform=True, resolution=3,
                           modalities=("anat",), effects=EFFECTS)
-    (tmp / "study.yaml").write_text(STUDY)
-    out = tmp / "out"
-    common = ["--study", str(tmp / "study.yaml"), "--nprocs", "2"]
-    assert main([str(bids), str(out), "participant", *common]) == 0
-    assert main([str(bids), str(out), "group", *common, "--no-report"]) == 0
-    return bids, out
+    return bids, run_participant_and_group(bids, tmp, STUDY)
 
 
 @pytest.mark.slow
 def test_planted_gm_changes_have_the_planted_sign(run):
-    from nilearn.image import resample_to_img
-
     bids, out = run
     gt = bids / "derivatives" / "ground_truth"
     eff = pd.read_csv(gt / "effects.tsv", sep="\t").query("analysis == 'vbm'").set_index("effect_id")
@@ -78,8 +72,7 @@ def test_planted_gm_changes_have_the_planted_sign(run):
     rois = pd.read_csv(out / "group" / "roi_volumes" / "volume" / "rois.tsv", sep="\t").set_index("roi")
     found = {}
     for eid, row in eff.iterrows():
-        mask = np.asarray(resample_to_img(nib.load(str(gt / row["mask"])), t_img, interpolation="nearest",
-                                          force_resample=True, copy_header=True).dataobj) > 0
+        mask = mask_on_grid(gt / row["mask"], t_img)
         sign = int(row["direction"])
         vbm_t = float(t[mask].mean())
         roi_t = [float(rois.loc[r, "t"]) for r in ROIS[eid]]

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ..e2e_helpers import mask_on_grid, run_participant_and_group
+
 EFFECTS = {"post_factor": 0.5, "effects": [
     {"id": "wm-cc-body", "metric": "fa", "direction": -1, "cohens_d": 4.0, "tissue": "wm",
      "region": {"within": "juelich:WM_Callosal_body", "box": [[-30, 30], [-22, 40], [-5, 40]]},
@@ -43,27 +45,14 @@ stats: {n_perm: 100, tfce: true, alpha: 0.05, cluster_forming_p: 0.001, random_s
 """
 
 
-def _on_grid(mask_path, ref_img):
-    from nilearn.image import resample_to_img
-
-    img = nib.load(str(mask_path))
-    r = resample_to_img(img, ref_img, interpolation="nearest", force_resample=True, copy_header=True)
-    return np.asarray(r.dataobj) > 0
-
-
 @pytest.mark.slow
 def test_planted_recovery_found_per_modality(tmp_path):
-    from hfsmri.cli import main
     from hfsmri.simulate import simulate_study
 
     bids = simulate_study(tmp_path / "bids", n_patients=6, n_controls=2, sessions=["pre", "post"], deform=False,
                           resolution=4, modalities=("dwi", "func"), n_volumes=60, n_dirs=12, seed=0,
                           effects=EFFECTS)
-    (tmp_path / "study.yaml").write_text(STUDY)
-    out = tmp_path / "out"
-    common = ["--study", str(tmp_path / "study.yaml"), "--nprocs", "2"]
-    assert main([str(bids), str(out), "participant", *common]) == 0
-    assert main([str(bids), str(out), "group", *common, "--no-report"]) == 0
+    out = run_participant_and_group(bids, tmp_path, STUDY)
 
     gt_dir = bids / "derivatives" / "ground_truth"
     truth = pd.read_csv(gt_dir / "effects.tsv", sep="\t")
@@ -76,7 +65,7 @@ def test_planted_recovery_found_per_modality(tmp_path):
         # recovery: the effect shrinks after surgery, so post - pre has the sign of -direction
         contrast = "patient-post-gt-pre" if row["direction"] < 0 else "patient-post-lt-pre"
         logp_img = nib.load(d / f"contrast-{contrast}_desc-fwe_logp.nii.gz")
-        truth_mask = _on_grid(gt_dir / row["mask"], logp_img)
+        truth_mask = mask_on_grid(gt_dir / row["mask"], logp_img)
         logp = np.asarray(logp_img.dataobj)
         hit = bool((logp[truth_mask] > -np.log10(0.05)).any())
         outside = (logp > -np.log10(0.05)) & ~truth_mask

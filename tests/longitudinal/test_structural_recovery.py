@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from ..e2e_helpers import mask_on_grid, run_participant_and_group
+
 EFFECTS = {"post_factor": 0.5, "effects": [
     {"id": "gm-thalamus", "metric": "gm", "direction": -1, "cohens_d": 4.0,
      "region": "aal:Thalamus_L+aal:Thalamus_R", "hemisphere": "bilateral"}]}
@@ -37,25 +39,17 @@ stats: {n_perm: 100, tfce: true, alpha: 0.05, cluster_forming_p: 0.001, random_s
 
 @pytest.mark.slow
 def test_planted_gm_recovery_found(tmp_path):
-    from nilearn.image import resample_to_img
-
-    from hfsmri.cli import main
     from hfsmri.simulate import simulate_study
 
     bids = simulate_study(tmp_path / "bids", n_patients=6, n_controls=2, sessions=["pre", "post"], deform=False,
                           resolution=3, modalities=("anat",), seed=0, effects=EFFECTS)
-    (tmp_path / "study.yaml").write_text(STUDY)
-    out = tmp_path / "out"
-    common = ["--study", str(tmp_path / "study.yaml"), "--nprocs", "2"]
-    assert main([str(bids), str(out), "participant", *common]) == 0
-    assert main([str(bids), str(out), "group", *common, "--no-report"]) == 0
+    out = run_participant_and_group(bids, tmp_path, STUDY)
 
     gt = bids / "derivatives" / "ground_truth"
     row = pd.read_csv(gt / "effects.tsv", sep="\t").query("analysis == 'vbm'").iloc[0]
     d = out / "group" / "vbm" / "gm"
     logp_img = nib.load(d / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz")
-    mask = np.asarray(resample_to_img(nib.load(str(gt / row["mask"])), logp_img, interpolation="nearest",
-                                      force_resample=True, copy_header=True).dataobj) > 0
+    mask = mask_on_grid(gt / row["mask"], logp_img)
     sig = np.asarray(logp_img.dataobj) > -np.log10(0.05)
     assert (sig & mask).sum() >= 0.1 * mask.sum(), "planted GM recovery not found in the thalamus"
     vox = float(np.abs(np.linalg.det(logp_img.affine[:3, :3]))) ** (1 / 3)

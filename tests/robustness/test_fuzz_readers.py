@@ -45,18 +45,27 @@ def _bids_with(participants: str) -> Path:
     return root
 
 
-@SETTINGS
-@given(_TSV)
-def test_participants_tsv_fuzz(text):
+def _read_study(participants: str, cfg=None, yaml_text: str | None = None) -> None:
+    """``Study.from_bids`` on a BIDS root with this participants.tsv and either the study mapping
+    ``cfg`` or ``yaml_text`` written to study.yaml; our own error type is the only one allowed."""
     from hfsmri.study import Study
 
-    root = _bids_with(text)
+    root = _bids_with(participants)
     try:
-        Study.from_bids(root, {"group_column": "group"}, check_sessions=False)
+        if yaml_text is not None:
+            cfg = root / "study.yaml"
+            cfg.write_text(yaml_text, encoding="utf-8", errors="surrogatepass")
+        Study.from_bids(root, cfg, check_sessions=False)
     except HfsmriError:
         pass
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@SETTINGS
+@given(_TSV)
+def test_participants_tsv_fuzz(text):
+    _read_study(text, {"group_column": "group"})
 
 
 VALID_PARTICIPANTS = ("participant_id\tgroup\tage\tsex\taffected_side\tseverity\n"
@@ -67,31 +76,13 @@ VALID_PARTICIPANTS = ("participant_id\tgroup\tage\tsex\taffected_side\tseverity\
 @SETTINGS
 @given(_STUDY)
 def test_study_yaml_fuzz_as_mapping(cfg):
-    from hfsmri.study import Study
-
-    root = _bids_with(VALID_PARTICIPANTS)
-    try:
-        Study.from_bids(root, cfg, check_sessions=False)
-    except HfsmriError:
-        pass
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    _read_study(VALID_PARTICIPANTS, cfg)
 
 
 @SETTINGS
 @given(st.text(max_size=200))
 def test_study_yaml_fuzz_as_text(text):
-    from hfsmri.study import Study
-
-    root = _bids_with(VALID_PARTICIPANTS)
-    y = root / "study.yaml"
-    y.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        Study.from_bids(root, y, check_sessions=False)
-    except HfsmriError:
-        pass
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    _read_study(VALID_PARTICIPANTS, yaml_text=text)
 
 
 @SETTINGS

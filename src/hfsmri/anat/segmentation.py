@@ -74,12 +74,12 @@ def atropos_segment(t1, mask, priors=None, prior_weight: float = 0.25, mrf: floa
     if priors is not None:
         arrs = [np.asarray(p.dataobj if hasattr(p, "dataobj") else p, dtype=np.float64)[box] for p in priors]
         c, g, w = normalise_priors(*arrs, mb)
-        pimgs = [to_ants(nib.Nifti1Image(p.astype(np.float32), aff_box)) for p in (c, g, w)]
-        with _private_tempdir():
-            res = ants.atropos(a=a, x=x, i=pimgs, m=mstr, c=cstr, priorweight=float(prior_weight), r=0)
+        init = {"i": [to_ants(nib.Nifti1Image(p.astype(np.float32), aff_box)) for p in (c, g, w)],
+                "priorweight": float(prior_weight)}
     else:
-        with _private_tempdir():
-            res = ants.atropos(a=a, x=x, i="Kmeans[3]", m=mstr, c=cstr, r=0)
+        init = {"i": "Kmeans[3]"}
+    with _private_tempdir():
+        res = ants.atropos(a=a, x=x, m=mstr, c=cstr, r=0, **init)
     probs = []
     for pimg in res["probabilityimages"][:3]:
         full = np.zeros(m.shape, np.float32)

@@ -175,7 +175,7 @@ def rigid_to_anatomy(moving, t1w, outprefix: str | Path):
     The T1w is first resampled (linear) to the moving image's voxel size when that is coarser:
     a rigid fit of a 3 mm EPI gains nothing from a 1-2 mm fixed grid, and the metric is 2.5x
     cheaper (measured on the demo: 4.1 s instead of 10.7 s per subject; rotation within 0.3 deg,
-    translation within 0.05 mm of the full-resolution fit; docs/scaling.md).
+    translation within 0.05 mm of the full-resolution fit; docs/fmri_local.md).
     ``moving`` and ``t1w`` are ANTs images. ANTs' stage defaults for ``Rigid`` are kept.
     """
     import ants
