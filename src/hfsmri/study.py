@@ -355,7 +355,14 @@ class Study:
         if given is None:
             return copy.deepcopy(DEFAULTS)  # everything
         if isinstance(given, (list, tuple)):
+            bad = [name for name in given if not isinstance(name, str)]
+            if bad:
+                raise StudyError(f"a list of analyses must hold analysis names, got {bad[0]!r}",
+                                 path=ypath, field="analyses")
             given = {name: {} for name in given}
+        if not isinstance(given, dict):
+            raise StudyError(f"must be a mapping (analysis: parameters) or a list of analysis names, got {given!r}",
+                             path=ypath, field="analyses")
         resolved = cls._resolve_section(given, DEFAULTS, ypath, "analyses")
         return {k: v for k, v in resolved.items() if k in given}
 

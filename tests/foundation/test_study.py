@@ -51,6 +51,8 @@ def test_defaults_without_yaml(tmp_path):
     ("group_column: group\ncovarites: [age]\n", "unknown key 'covarites'"),
     ("group_column: group\nanalyses: {rehoo: {}}\n", "unknown entry 'rehoo'"),
     ("group_column: group\nanalyses: {reho: {neighbourhood: 7}}\n", "unknown parameter 'neighbourhood'"),
+    ("group_column: group\nanalyses: false\n", "list of analysis names"),
+    ("group_column: group\nanalyses: [[]]\n", "must hold analysis names"),
     ("group_column: group\nstats: {alpha: 2}\n", "stats.alpha"),
     ("group_column: group\nflip_to: X\n", "flip_to"),
     ("group_column: group\ngroups: {patient: HFS}\n", "groups"),
