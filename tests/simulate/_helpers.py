@@ -85,24 +85,24 @@ def template_on(kind: str, target_img) -> np.ndarray:
 T1_GM, T1_WM, T1_CSF = 0.58, 1.0, 0.18
 
 
-def gm_intensity_factor(img, region: np.ndarray) -> float:
-    """Mean T1w intensity change (relative to WM) per unit of GM fraction gained in ``region``,
-    for the simulator's planted model: the tissue that trades with GM is WM in the deep grey
-    nuclei (weight ``lam`` of ``simulate.anatomy.deep_gm_weight``, a model parameter) and CSF
-    elsewhere, so the factor is ``T1_GM - lam * T1_WM - (1 - lam) * T1_CSF``: +0.40 in cortex,
-    -0.42 in the thalamus. Valid for simulations without deformation (native = MNI positions)."""
-    from hfsmri.simulate.anatomy import deep_gm_weight
+def gm_intensity_factors(img, region: np.ndarray) -> np.ndarray:
+    """Per voxel of ``region`` (``np.argwhere`` order): the T1w intensity change (relative to WM) per
+    unit of GM fraction gained, for the simulator's planted model: GM trades with WM in share
+    ``lam`` and with CSF in share ``1 - lam``, ``lam = deep + (1 - deep) * WM / (WM + CSF + eps)``
+    (``deep``: the deep-grey-nuclei weight ``simulate.anatomy.deep_gm_weight``; WM, CSF: the
+    template fractions prefiltered to the image's voxel size; both model parameters), so the factor
+    is ``T1_GM - lam * T1_WM - (1 - lam) * T1_CSF``: +0.40 where GM borders CSF only, -0.42 where
+    it borders WM only (deep nuclei, GM/WM boundary voxels). Valid for simulations without
+    deformation (native = MNI positions)."""
+    from hfsmri.simulate.anatomy import deep_gm_weight, prefiltered
+    from hfsmri.simulate.t1w import PURE_GM_EPS
 
-    xyz = np.argwhere(region) @ img.affine[:3, :3].T + img.affine[:3, 3]
-    lam = deep_gm_weight(2).sample(xyz.astype(np.float32), order=1)
-    return float(np.mean(T1_GM - lam * T1_WM - (1.0 - lam) * T1_CSF))
-
-
-def t1_ratio(t1: np.ndarray, region: np.ndarray, wm_ref: np.ndarray) -> float:
-    """Mean T1w intensity in ``region`` over the median of nearby pure WM (removes the bias field
-    and global scaling)."""
-    t1 = t1.astype(np.float64)
-    return float(t1[region].mean() / np.median(t1[wm_ref]))
+    xyz = (np.argwhere(region) @ img.affine[:3, :3].T + img.affine[:3, 3]).astype(np.float32)
+    deep = deep_gm_weight(2).sample(xyz, order=1)
+    pf = prefiltered(2, float(abs(img.affine[0, 0])))
+    wm, csf = pf["WM"].sample(xyz), pf["CSF"].sample(xyz)
+    lam = deep + (1.0 - deep) * wm / (wm + csf + PURE_GM_EPS)
+    return T1_GM - lam * T1_WM - (1.0 - lam) * T1_CSF
 
 
 def near_wm(region: np.ndarray, wm_prob: np.ndarray, voxel_mm: float, radius_mm: float = 20.0) -> np.ndarray:

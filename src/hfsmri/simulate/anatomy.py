@@ -145,7 +145,8 @@ def deep_gm_weight(res: int = 2) -> MniMap:
     Used by the T1w model to choose which tissue replaces lost GM (and gives gained GM): in the
     nuclei the template's non-GM part is white matter, so GM lost there becomes WM-like tissue
     (the voxel gets brighter, as a shrunken nucleus surrounded by white matter does); elsewhere
-    (cortex) lost GM becomes CSF (a widened sulcus).
+    (cortex) GM trades with WM and CSF in the voxel's WM : CSF proportion (see
+    :mod:`hfsmri.simulate.t1w`).
     """
     from hfsmri.spatial.atlas import region_mask
 

@@ -4,7 +4,12 @@ Model (intensities relative to white matter = 1):
 
 * brain: GM/WM/CSF fractions of the MNI template at the subject's MNI point (partial volume by
   Gaussian prefiltering to the native voxel size), with the subject's GM map
-  ``GM' = GM * (1 + sigma_gm * Z_gm)``; GM lost becomes CSF, GM gained is taken from CSF then WM.
+  ``GM' = GM * (1 + sigma_gm * Z_gm)``. GM lost or gained trades with the neighbouring tissue: in
+  the deep grey nuclei with WM (:func:`~hfsmri.simulate.anatomy.deep_gm_weight`), elsewhere with
+  WM and CSF in proportion ``lam = WM / (WM + CSF + 0.05)`` of the voxel, i.e. the GM/WM and the
+  GM/CSF boundaries both move (a boundary voxel that loses GM gets brighter on the WM side and
+  darker on the CSF side, never more GM-like; a pure-GM voxel trades with CSF). A gain takes from
+  that mix first, then from the other tissue.
   Intensity = 0.58 GM + 1.0 WM + 0.18 CSF (3 T MPRAGE-like contrast).
 * outside the brain, by distance d (mm) from the brain surface with a smooth subject-specific
   thickness change: meninges/CSF (0-2.5 mm, 0.18), outer skull table (dark 0.06), diploe (marrow,
@@ -22,6 +27,8 @@ from .deformation import SubjectTransform, grid_points, native_grid
 
 I_GM, I_WM, I_CSF = 0.58, 1.0, 0.18
 WM_LEVEL = 1000.0
+#: in ``WM / (WM + CSF + eps)``: a voxel without WM or CSF (pure GM) trades its GM with CSF
+PURE_GM_EPS = 0.05
 
 
 def _smoothstep(x, edge, width=1.0):
@@ -87,9 +94,11 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
     z = z_gm.sample(xs, order=1)
     gm2 = np.clip(gm * (1.0 + sigma_gm * z), 0.0, None)
     delta = gm2 - gm
-    # which tissue trades with GM: in deep grey nuclei (weight lam) WM, elsewhere CSF (see
-    # anatomy.deep_gm_weight); gains take from that tissue first, then from the other one
-    lam = deep_gm_weight(2).sample(xs, order=1)
+    # share of the GM change traded with WM (the rest with CSF): WM in the deep grey nuclei (see
+    # anatomy.deep_gm_weight); in the cortex the voxel's own WM : CSF ratio, so that the GM/WM and
+    # GM/CSF boundaries both move and a partial-volume voxel losing GM never looks more GM-like
+    deep = deep_gm_weight(2).sample(xs, order=1)
+    lam = deep + (1.0 - deep) * wm / (wm + csf + PURE_GM_EPS)
     gain = np.clip(delta, 0, None)
     loss = np.clip(-delta, 0, None)
     first_wm = np.minimum(gain * lam, wm)
