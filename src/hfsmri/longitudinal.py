@@ -53,7 +53,7 @@ def paired_subjects(study, available) -> list[str]:
 
 def longitudinal_designs(study, subjects: list[str], min_per_group: int = 2) -> dict:
     """Designs for the change maps of ``subjects`` (each has both sessions): name -> Design."""
-    from .stats.design import Design, clinical_designs, design_from_study
+    from .stats.design import Design, design_from_study
 
     pre, post = session_pair(study)
     designs = {}
@@ -192,6 +192,20 @@ def is_longitudinal(study) -> bool:
     return len(getattr(study, "sessions", None) or []) >= 2
 
 
+def _map_present(v) -> bool:
+    """A per-session map given to :func:`run_longitudinal_maps`: an image, or a path that exists."""
+    if v is None:
+        return False
+    return Path(v).exists() if isinstance(v, (str, Path)) else True
+
+
+def _as_image(v):
+    """Load a path (str / Path) with nibabel; an image object is returned unchanged."""
+    import nibabel as nib
+
+    return nib.load(str(v)) if isinstance(v, (str, Path)) else v
+
+
 def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bool = False, base_mask=None,
                           tfce_setting: str = "3d", sidecar: dict | None = None, out_dir=None,
                           roi_specs: dict | None = None) -> dict:
@@ -202,7 +216,9 @@ def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bo
     gctx : GroupContext (``study``, ``out`` Derivatives, ``stats``, ``log``)
     analysis, metric : group folder names (results go to ``group/<analysis>/<metric>/``)
     path_of : callable ``(participant label, session label) -> path`` of the subject's map in MNI
-        space (maps that do not exist are skipped; a subject needs both sessions)
+        space, or an in-memory 3D nibabel image (stages that derive the per-session maps at the
+        group level: TBSS skeleton projections, ICA dual-regression maps); ``None`` or a path that
+        does not exist skips that map (a subject needs both sessions)
     flip : mirror (x -> -x) the maps of patients flagged by ``study.flipped`` (stages whose
         participant maps are not already aligned to the affected side)
     base_mask : optional bool array on the maps' grid restricting the analysis (e.g. the
@@ -232,10 +248,10 @@ def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bo
         maps = {}
         for s in study.labels:
             p0, p1 = path_of(s, pre), path_of(s, post)
-            if p0 is None or p1 is None or not Path(p0).exists() or not Path(p1).exists():
+            if not (_map_present(p0) and _map_present(p1)):
                 continue
             for ses, p in ((pre, p0), (post, p1)):
-                img = nib.load(str(p))
+                img = _as_image(p)
                 if flip and study.flipped(s):
                     from .spatial.flip import flip_lr
                     img = flip_lr(img)

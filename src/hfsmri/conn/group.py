@@ -20,8 +20,25 @@ Results (``OUTPUT_DIR/group/<analysis>/<metric>/``):
 
 Affected-side alignment: participant outputs are unflipped; here every map / matrix of a subject
 with ``study.flipped(subject)`` is mirrored (maps: x -> -x; matrices and nodal tables: left/right
-partner nodes swapped) before any statistic. Longitudinal studies: the first session listed in
-``sessions`` is analysed (cross-sectional comparison at baseline).
+partner nodes swapped) before any statistic, at every session.
+
+Longitudinal studies (``sessions`` lists >= 2 sessions): every result above is the cross-sectional
+comparison at the first session (baseline); the longitudinal designs of :mod:`hfsmri.longitudinal`
+on the per-subject change follow-up − baseline (paired ``<group>-<post>-gt/lt-<pre>``, group × time
+``change-patient-gt/lt-control``, change vs change ``corr-delta<score>-pos/neg``) are added to the
+same folders:
+
+* ``seed_fc/seed-<name>/``: the smoothed seed maps of both sessions (voxel-wise);
+* ``ica/ic-<k>/``: the group components stay those estimated from the baseline session; dual
+  regression is also run on each subject's follow-up BOLD (mirrored like the baseline) against the
+  same components, and the change of the stage-2 map of component k is tested voxel-wise within
+  the component mask (``mask_longitudinal.nii.gz``: component mask where every stage-2 map of
+  both sessions is non-zero);
+* ``graph/global/`` and ``graph/<nodal metric>/``: the global and nodal AUC tables of both
+  sessions (the ROIs / nodes of the cross-sectional tables) → ``rois_longitudinal.tsv``.
+
+The edge-wise tests (``graph/edges/``) and the network-based statistic (``graph/nbs/``) stay
+cross-sectional (baseline only).
 """
 from __future__ import annotations
 
@@ -32,9 +49,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from hfsmri.conn.participant import (conn_path, func_resolution, input_paths, params_for, seed_map_path,
-                                     sparsities)
+from hfsmri.conn.participant import conn_path, func_resolution, input_paths, params_for, seed_map_path
 from hfsmri.errors import DesignError, HfsmriError, InputDataError
+from hfsmri.longitudinal import is_longitudinal
 
 #: region specs of the review's ROI-to-ROI targets; ``{h}`` is the hemisphere letter L/R.
 TARGETS = {
@@ -230,6 +247,80 @@ def _read_coords(ts_path: Path):
         return None
 
 
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    """A participant TSV table; unreadable files raise :class:`InputDataError` naming the file."""
+    try:
+        return pd.read_csv(path, sep="\t")
+    except Exception as exc:  # pandas raises many types for empty / malformed files
+        raise InputDataError(f"cannot read the {what} table ({type(exc).__name__}: {exc})", path=path) from None
+
+
+def _graph_tables(gctx, sub, ses, atlas, mat_kind, names, perm) -> tuple[pd.Series, pd.DataFrame]:
+    """One subject's graph AUC tables at one session, side-aligned.
+
+    Returns ``(global, nodal)``: the global AUC row (Series, one entry per metric) and the nodal AUC
+    table (index = ``names``, one column per nodal metric); for a flipped subject the nodal rows
+    are taken from the mirror partner of each node (``perm``, :func:`mirror_permutation`).
+    """
+    from hfsmri.graph.metrics import NODAL_COLUMNS
+
+    gp = conn_path(gctx.out, sub, ses, atlas, mat_kind, "graphauc")
+    g = _read_table(gp, "global graph AUC")
+    if len(g) == 0:
+        raise InputDataError("the global graph AUC table has no row", path=gp)
+    npth = conn_path(gctx.out, sub, ses, atlas, mat_kind, "graphnodalauc")
+    nd = _read_table(npth, "nodal graph AUC")
+    miss = [c for c in ("node", *NODAL_COLUMNS) if c not in nd.columns]
+    if miss:
+        raise InputDataError(f"missing column(s) {', '.join(miss)}", path=npth)
+    nd = nd.set_index("node")
+    nd.index = nd.index.astype(str)
+    absent = [n for n in names if n not in nd.index]
+    if absent:
+        raise InputDataError(f"{len(absent)} node(s) of the atlas are missing (e.g. {absent[0]})", path=npth)
+    nd = nd.loc[list(names)]
+    if _flipped(gctx.study, sub):
+        nd = nd.iloc[perm]
+        nd.index = list(names)
+    return g.iloc[0], nd
+
+
+def _graph_longitudinal(gctx, atlas, mat_kind, names, perm, tested: dict) -> dict:
+    """Longitudinal ROI designs on the graph AUC tables (``graph/<folder>/rois_longitudinal.tsv``).
+
+    ``tested``: folder (``"global"`` or a nodal metric) -> the columns (metrics / nodes) of its
+    cross-sectional table; the same columns are analysed. Subjects need both sessions' AUC tables.
+    Returns folder -> summary of :func:`hfsmri.longitudinal.run_longitudinal_roi`; never raises an
+    :class:`HfsmriError` (``{"error": ...}``) so that the cross-sectional results are kept.
+    """
+    from hfsmri.longitudinal import roi_tables_by_session, run_longitudinal_roi
+
+    cache: dict = {}
+
+    def tables(sub, ses_):
+        if (sub, ses_) not in cache:
+            have = all(conn_path(gctx.out, sub, ses_, atlas, mat_kind, w).exists()
+                       for w in ("graphauc", "graphnodalauc"))
+            cache[(sub, ses_)] = _graph_tables(gctx, sub, ses_, atlas, mat_kind, names, perm) if have else None
+        return cache[(sub, ses_)]
+
+    out = {}
+    try:
+        for folder, cols in tested.items():
+            def row(sub, ses_, folder=folder, cols=cols):
+                t = tables(sub, ses_)
+                if t is None:
+                    return None
+                r = t[0] if folder == "global" else t[1][folder]
+                return pd.to_numeric(r.reindex(cols), errors="coerce")
+
+            out[folder] = run_longitudinal_roi(gctx, "graph", folder, roi_tables_by_session(gctx.study, row))
+    except HfsmriError as exc:
+        gctx.log.warning("graph: longitudinal analysis skipped: %s", exc)
+        out["error"] = str(exc)
+    return out
+
+
 def _graph(gctx, res, ses) -> dict:
     from hfsmri.conn.connectome import tangent_matrices, upper_triangle
     from hfsmri.graph.metrics import NODAL_COLUMNS
@@ -250,21 +341,14 @@ def _graph(gctx, res, ses) -> dict:
     ts0 = conn_path(gctx.out, subjects[0], ses, atlas, mat_kind, "timeseries")
     names0 = list(pd.read_csv(ts0, sep="\t", nrows=0).columns)
     perm = mirror_permutation(names0, _read_coords(ts0))
-    aligned_names = names0  # after permutation, position i holds the partner of node i: keep names
 
     # global AUC table
     glob, nodal = {}, {m: {} for m in NODAL_COLUMNS}
     mats, tss = [], []
     for s in subjects:
         fl = _flipped(study, s)
-        g = pd.read_csv(conn_path(gctx.out, s, ses, atlas, mat_kind, "graphauc"), sep="\t").iloc[0]
+        g, nd = _graph_tables(gctx, s, ses, atlas, mat_kind, names0, perm)
         glob[s] = g
-        nd = pd.read_csv(conn_path(gctx.out, s, ses, atlas, mat_kind, "graphnodalauc"), sep="\t").set_index("node")
-        nd.index = nd.index.astype(str)
-        nd = nd.loc[names0]
-        if fl:
-            nd = nd.iloc[perm]
-            nd.index = aligned_names
         for m in NODAL_COLUMNS:
             nodal[m][s] = nd[m]
         z = pd.read_csv(conn_path(gctx.out, s, ses, atlas, mat_kind, "relmat"), sep="\t", index_col=0).to_numpy(float)
@@ -279,11 +363,15 @@ def _graph(gctx, res, ses) -> dict:
     gtab = gtab[[c for c in gtab.columns if gtab[c].notna().all()]]
     roi_group(gtab.astype(float), study, gctx.out.group_dir("graph", "global"), gctx.stats)
     out["global_metrics"] = list(gtab.columns)
+    tested = {"global": list(gtab.columns)}
     for m in NODAL_COLUMNS:
         tab = pd.DataFrame(nodal[m]).T
         tab = tab.loc[:, tab.notna().all() & (tab.std() > 0)]
         if tab.shape[1]:
             roi_group(tab.astype(float), study, gctx.out.group_dir("graph", m), gctx.stats)
+            tested[m] = list(tab.columns)
+    if is_longitudinal(study):  # pre/post designs on the AUC tables (hfsmri.longitudinal)
+        out["longitudinal"] = _graph_longitudinal(gctx, atlas, mat_kind, names0, perm, tested)
 
     # edges: FDR and NBS
     if kind == "tangent":
@@ -327,6 +415,65 @@ def _graph(gctx, res, ses) -> dict:
 
 
 # ---------------------------------------------------------------------------- ICA
+def _dual_regression_session(gctx, subjects, ses, res, used, affine, maps, vn) -> dict:
+    """Dual regression of each subject's cleaned BOLD at session ``ses`` on the group maps.
+
+    Subjects without that session's BOLD are left out; flipped subjects are mirrored first (as for
+    the group ICA). ``used``: the 3D voxel mask of ``maps`` (K, V). Returns participant -> (K, V)
+    float32 stage-2 maps. A BOLD file on another grid or too short raises :class:`InputDataError`
+    naming it.
+    """
+    from hfsmri.conn.dual_regression import dual_regression
+    from hfsmri.io import load_image
+
+    out = {}
+    for s in subjects:
+        bp, _ = input_paths(gctx.out, s, ses, res)
+        if not bp.exists():
+            continue
+        img = load_image(bp, ndim=4, what="cleaned BOLD")
+        if img.shape[:3] != used.shape or not np.allclose(img.affine, affine, atol=1e-3):
+            raise InputDataError(f"cleaned BOLD grid {img.shape[:3]} differs from the group ICA grid {used.shape} "
+                                 "(same MNI resolution expected at every session)", path=bp)
+        try:
+            arr = np.asarray(img.dataobj, dtype=np.float32)
+        except Exception as exc:  # truncated / corrupt data block
+            raise InputDataError(f"cannot read the BOLD data ({type(exc).__name__}: {exc})", path=bp) from None
+        arr = _align(arr, img.affine, _flipped(gctx.study, s))
+        try:
+            _, smap = dual_regression(arr[used].T, maps, variance_normalise=vn)
+        except InputDataError as exc:
+            raise InputDataError(f"dual regression: {exc}", path=bp) from None
+        out[s] = smap.astype(np.float32)
+        del arr
+    return out
+
+
+def _ica_session_maps(gctx, subjects, baseline_stage2, res, used, affine, maps, vn) -> dict:
+    """Stage-2 maps of both sessions for the longitudinal designs: (participant, session) -> (K, V).
+
+    The baseline maps are those of the cross-sectional analysis (``baseline_stage2``, rows in
+    ``subjects`` order); the follow-up maps come from :func:`_dual_regression_session` against the
+    same (baseline) group components.
+    """
+    from hfsmri.longitudinal import session_pair
+
+    pre, post = session_pair(gctx.study)
+    follow = _dual_regression_session(gctx, subjects, post, res, used, affine, maps, vn)
+    out = {(s, pre): baseline_stage2[i] for i, s in enumerate(subjects) if s in follow}
+    out.update({(s, post): m for s, m in follow.items()})
+    return out
+
+
+def _component_image(stage2, j: int, used: np.ndarray, affine):
+    """3D image of component ``j`` of a (K, V) stage-2 array on the ``used`` grid (None stays None)."""
+    if stage2 is None:
+        return None
+    vol = np.zeros(used.shape, dtype=np.float32)
+    vol[used] = stage2[j]
+    return nib.Nifti1Image(vol, affine)
+
+
 def _ica(gctx, res, ses) -> dict:
     import tempfile
 
@@ -375,6 +522,13 @@ def _ica(gctx, res, ses) -> dict:
             _, smap = dual_regression(Ysub, maps, variance_normalise=vn)
             stage2[i] = smap
     out = {"n_components": int(maps.shape[0]), "labels": labels["network"].tolist(), "components": {}}
+    by_session = None
+    if is_longitudinal(study):  # follow-up dual regression against the baseline components
+        try:
+            by_session = _ica_session_maps(gctx, subjects, stage2, res, used, affine, maps, vn)
+        except HfsmriError as exc:
+            gctx.log.warning("ica: longitudinal analysis skipped: %s", exc)
+            out["longitudinal"] = {"error": str(exc)}
     for j in range(maps.shape[0]):
         cm_vec = component_mask(maps[j])
         if cm_vec.sum() < 10:
@@ -388,4 +542,14 @@ def _ica(gctx, res, ses) -> dict:
                 "ComponentMask": "group component z > 2.3"}
         n_cl = _run_voxelwise(gctx, stage2[:, j, cm_vec].astype(np.float64), subjects, cm, affine, out_dir, side)
         out["components"][j + 1] = {"network": side["Network"], "clusters": n_cl}
+        if by_session is not None:  # pre/post designs (hfsmri.longitudinal)
+            from hfsmri.longitudinal import run_longitudinal_maps
+
+            flipped = sorted({s for s, _ in by_session if _flipped(study, s)})
+            out["components"][j + 1]["longitudinal"] = run_longitudinal_maps(
+                gctx, "ica", f"ic-{j + 1}", lambda s, ses_, j=j: _component_image(by_session.get((s, ses_)), j, used,
+                                                                                 affine),
+                base_mask=cm, out_dir=out_dir,
+                sidecar={**side, "Flipped": flipped, "ComponentsSession": ses,
+                         "Input": side["Input"] + ", each session against the baseline group components"})
     return out

@@ -13,8 +13,24 @@
   tract / callosum means → ``group/dwi_rois/<metric>/rois.tsv``, ``correlations.tsv``.
 
 Every analysis runs the two-group design (``patient-gt-control``, ``patient-lt-control``) and the
-clinical designs among patients (``corr-<score>-pos/neg``). In longitudinal studies the group
-comparison uses the first session listed in study.yaml (baseline).
+clinical designs among patients (``corr-<score>-pos/neg``). In longitudinal studies (``sessions``
+lists >= 2 sessions) these cross-sectional designs use the first session (baseline), and every
+analysis adds the longitudinal designs of :mod:`hfsmri.longitudinal` on the per-subject change
+follow-up − baseline (paired ``<group>-<post>-gt/lt-<pre>``, group × time
+``change-patient-gt/lt-control``, change vs change ``corr-delta<score>-pos/neg``) in the same
+folders:
+
+* ``dti/<metric>``: the maps of both sessions within the baseline white-matter mask;
+* ``tbss/<metric>``: the skeleton is the baseline one (unchanged cross-sectional outputs); every
+  subject's follow-up FA is projected onto it by its own perpendicular search and MD/AD/RD are
+  read at that session's FA indices (as FSL ``tbss_non_FA``), the baseline likewise with its own
+  projection; the designs run on the skeletonised change with the skeleton as mask (skeleton TFCE
+  setting; ``mask_longitudinal.nii.gz`` = skeleton voxels where every projected value of both
+  sessions is finite and non-zero);
+* ``dwi_rois/<metric>``: the tract / callosum means of both sessions → ``rois_longitudinal.tsv``.
+
+Diffusion maps are already aligned to the affected side at the participant level, so nothing is
+flipped here.
 """
 from __future__ import annotations
 
@@ -24,7 +40,7 @@ import pandas as pd
 
 from hfsmri.analyses import DEFAULTS
 from hfsmri.dwi.participant import METRICS, dti_params, map_path, mask_path, stats_path
-from hfsmri.errors import DesignError, HfsmriError
+from hfsmri.errors import DesignError, HfsmriError, InputDataError
 
 
 def _designs(study, subjects, log):
@@ -61,6 +77,80 @@ def _save(img, path, meta):
 
     save_nifti_atomic(img, path)
     write_json_atomic(sidecar_path(path), meta)
+
+
+def _session_maps(gctx, sub, ses, res, shape) -> dict:
+    """One subject's FA/MD/AD/RD maps of one session (metric -> 3D float64; non-finite values,
+    i.e. outside the brain, set to 0). A map on another grid raises :class:`InputDataError`."""
+    from hfsmri.io import load_image
+
+    out = {}
+    for m in METRICS:
+        p = map_path(gctx.out, sub, ses, m, res)
+        img = load_image(p, ndim=3, what=f"{m.upper()} map")
+        try:
+            a = np.asarray(img.dataobj, dtype=np.float64)
+        except Exception as exc:  # truncated / corrupt data block
+            raise InputDataError(f"cannot read the {m.upper()} map data ({type(exc).__name__}: {exc})",
+                                 path=p) from None
+        if a.shape[:3] != tuple(shape):
+            raise InputDataError(f"{m.upper()} map grid {a.shape} differs from the TBSS skeleton grid "
+                                 f"{tuple(shape)} (MNI {res} mm)", path=p)
+        out[m] = np.nan_to_num(a.reshape(shape), nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def tbss_session_values(gctx, skeleton, subjects, sessions, res) -> dict:
+    """Skeleton values of every subject and session, projected onto one (baseline) skeleton.
+
+    Each session's FA is projected by its own perpendicular search and MD/AD/RD are read at that
+    session's FA indices (:func:`hfsmri.dwi.tbss.project_metrics`, FSL ``tbss_non_FA``).
+
+    Returns ``{(participant, session): {metric: (n_skel,) array}}`` in :attr:`Skeleton.indices` order.
+    """
+    from hfsmri.dwi.tbss import project_metrics
+
+    shape = skeleton.skeleton.shape
+    values = {}
+    for s in subjects:
+        for ses in sessions:
+            maps = _session_maps(gctx, s, ses, res, shape)
+            fa = maps.pop("fa")
+            values[(s, ses)], _ = project_metrics(skeleton, fa, maps)
+    return values
+
+
+def _tbss_longitudinal(gctx, skeleton, affine, res, tb, meta) -> dict:
+    """Longitudinal designs on the skeletonised change (see module doc).
+
+    Returns ``{"tbss/<metric>": summary of run_longitudinal_maps}``; never raises an
+    :class:`HfsmriError` (returns ``{"tbss": {"error": ...}}``) so that the cross-sectional TBSS
+    results are kept."""
+    from hfsmri.dwi.tbss import to_volume
+    from hfsmri.longitudinal import run_longitudinal_maps, session_pair
+
+    study = gctx.study
+    try:
+        pre, post = session_pair(study)
+        both = set(_available(gctx, res, pre)) & set(_available(gctx, res, post))
+        subjects = [s for s in study.labels if s in both]
+        values = tbss_session_values(gctx, skeleton, subjects, (pre, post), res)
+    except HfsmriError as exc:
+        gctx.log.warning("tbss: longitudinal analysis skipped: %s", exc)
+        return {"tbss": {"error": str(exc)}}
+    side = {"Method": meta["Method"], "Threshold": meta["Threshold"], "NSkeletonVoxels": meta["NSkeletonVoxels"],
+            "SkeletonSession": pre,
+            "Projection": "each session's FA projected onto the baseline skeleton by its own search; "
+                          "MD/AD/RD at that session's FA indices (tbss_non_FA)"}
+    out = {}
+    for metric in METRICS:
+        def image(s, ses_, m=metric):
+            v = values.get((s, ses_))
+            return None if v is None else nib.Nifti1Image(to_volume(skeleton, v[m]).astype(np.float32), affine)
+
+        out[f"tbss/{metric}"] = run_longitudinal_maps(gctx, "tbss", metric, image, base_mask=skeleton.skeleton,
+                                            tfce_setting=tb.get("tfce_setting", "skeleton"), sidecar=side)
+    return out
 
 
 def run(gctx) -> dict:
@@ -131,6 +221,8 @@ def run(gctx) -> dict:
                 voxelwise_group(vals[_rows(design, subjects)], skel_img, design, out_dir, stats,
                                 tfce_setting=tb.get("tfce_setting", "skeleton"),
                                 sidecar=dict(base_meta, Analysis="tbss", Metric=metric))
+        if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
+            summary.setdefault("longitudinal", {}).update(_tbss_longitudinal(gctx, sk, affine, res, tb, meta))
 
     if "dwi_rois" in gctx.analyses:
         tables = {m: {} for m in METRICS}

@@ -26,7 +26,9 @@ Steps (all on FA maps already in a common space, here MNI152NLin2009cAsym):
    same indices are reused for MD/AD/RD ("TBSS non-FA").
 
 Everything is vectorised over voxels; the candidate table of step 6 depends only on the mean FA
-and is computed once, so projecting N subjects is N gathers and arg-maxes.
+and is computed once, so projecting N subjects is N gathers and arg-maxes. Scans that did not
+build the skeleton (the follow-up sessions of a longitudinal study) are projected onto it the same
+way, each with its own FA search and FA indices (:func:`project_metrics`).
 """
 from __future__ import annotations
 
@@ -210,6 +212,35 @@ def project(skeleton: Skeleton, fa_map: np.ndarray) -> tuple[np.ndarray, np.ndar
 def apply_indices(metric_map: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Values of another metric (MD/AD/RD) at the FA-projection indices of the same subject."""
     return np.asarray(metric_map, dtype=float).ravel()[indices]
+
+
+def project_metrics(skeleton: Skeleton, fa_map: np.ndarray, other_maps: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Project one subject's scan (one session) onto an existing skeleton.
+
+    FA is projected by its own perpendicular search (:func:`project`); every other metric is read
+    at that scan's FA indices (:func:`apply_indices`, as FSL ``tbss_non_FA``). Used for the
+    follow-up sessions of a longitudinal study, projected onto the baseline skeleton.
+
+    Parameters
+    ----------
+    skeleton : the :class:`Skeleton` (e.g. built from the baseline mean FA)
+    fa_map : 3D FA on the skeleton's grid
+    other_maps : {"md": 3D, ...} on the same grid
+
+    Returns
+    -------
+    ``(values, indices)``: ``values`` maps "fa" and each other metric to an (n_skel,) array in
+    :attr:`Skeleton.indices` order; ``indices`` (n_skel,) are the flat voxel indices of the FA maxima.
+    """
+    fa_vals, idx = project(skeleton, fa_map)
+    values = {"fa": fa_vals}
+    for name, m in (other_maps or {}).items():
+        m = np.asarray(m)
+        if m.shape != skeleton.skeleton.shape:
+            raise InputDataError(f"{name} map shape {m.shape} does not match the skeleton grid "
+                                 f"{skeleton.skeleton.shape}")
+        values[name] = apply_indices(m, idx)
+    return values, idx
 
 
 def to_volume(skeleton: Skeleton, values: np.ndarray) -> np.ndarray:

@@ -16,7 +16,9 @@ group input) are collected and analysed with the stats engine in ``group/<analys
 
 Subject selection: participants with the map; with ``preprocessing.func.exclude_high_motion``,
 those with mean FD above ``max_mean_fd`` are left out (listed in ``summary.json``). In a
-longitudinal study the first session of ``sessions`` is analysed (between-group, cross-sectional).
+longitudinal study the designs above use the first session of ``sessions`` (between-group,
+cross-sectional) and the pre/post designs of :mod:`hfsmri.longitudinal` on the change maps (and
+the review ROIs) are added in the same folders.
 Affected-side alignment: when ``flip_to`` is set, maps of patients whose affected side differs are
 mirrored (x -> -x, :func:`hfsmri.spatial.flip.flip_lr`) before the analysis; ROI names ending in
 _L/_R then refer to the aligned image (with ``flip_to: R``, R = affected side).
