@@ -88,6 +88,8 @@ REFERENCES = {
            "cortex in the automated anatomical labeling atlas. NeuroImage. 2015;122:1-5.",
     "ho": "Makris N, et al. Decreased volume of left and total anterior insular lobule in schizophrenia. "
           "Schizophr Res. 2006;83(2-3):155-171.",
+    "reuter": "Reuter M, Fischl B. Avoiding asymmetry-induced bias in longitudinal image processing. "
+              "NeuroImage. 2011;57(1):19-21.",
     "combat": "Fortin JP, et al. Harmonization of cortical thickness measurements across scanners and sites. "
               "NeuroImage. 2018;167:104-120.",
 }
@@ -318,9 +320,49 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
                 f"Clusters were labelled with the AAL2 {c('aal')} and Harvard–Oxford {c('ho')} atlases at their "
                 "peak (MNI mm).")
         sections.append({"title": "Statistics", "text": txt})
+    long_txt = _longitudinal_text(study, analyses, c)
+    if long_txt:
+        sections.append({"title": "Longitudinal designs", "text": long_txt})
 
     refs = [REFERENCES[k].format(version=v["hfsmri"]) for k in c.order]
     return sections, refs
+
+
+def _longitudinal_text(study: dict, analyses, c: _Cite) -> str | None:
+    """The pre/post paragraph (``sessions`` with at least two labels), or None; follows
+    :mod:`hfsmri.longitudinal` and the stages' longitudinal options."""
+    sessions = [str(x) for x in (study.get("sessions") or [])]
+    if len(sessions) < 2:
+        return None
+    pre, post = sessions[0], sessions[-1]
+    clin = study.get("clinical") or []
+    txt = (f"Longitudinal effects were tested on the within-subject change Δ = {post} − {pre} (participants with "
+           f"both sessions; {_fmt(sessions)} listed, first = baseline, last = follow-up): paired tests within "
+           f"patients (and within controls scanned twice) by sign flipping {c('winkler')}; the group × time "
+           "interaction as patients' Δ versus controls' Δ with the covariates, permuting whole subjects so that "
+           "each subject's two scans stay together")
+    if clin:
+        txt += (f"; and, within patients, Δ regressed on the change of each clinical score ({_fmt(clin)}) "
+                "(does the brain change track clinical recovery?)")
+    txt += ". The cross-sectional group comparisons above use the baseline session."
+    anat_pre = (study.get("preprocessing") or {}).get("anat", {})
+    if any(a in analyses for a in ("vbm", "thickness", "roi_volumes")):
+        if anat_pre.get("longitudinal", "midspace") == "midspace":
+            txt += (" Each subject's T1-weighted images were first rigidly aligned to an unbiased within-subject "
+                    f"mid-space and averaged into a subject template {c('reuter')}, which was segmented and "
+                    "normalised once, so that both sessions are processed symmetrically.")
+        else:
+            txt += " The T1-weighted images of each session were processed independently."
+    if "tbss" in analyses:
+        txt += (" For TBSS, the skeleton of the baseline mean FA was kept and every follow-up FA image was "
+                "projected onto it by its own perpendicular search (MD, AD and RD with the same projection).")
+    if "ica" in analyses:
+        txt += (" For ICA, the group components estimated at baseline were kept and dual regression was repeated "
+                "on the follow-up data against them.")
+    if "graph" in analyses:
+        txt += (" Graph metrics were compared as the change of their area under the sparsity curve (global and "
+                "nodal); edge-wise and network-based statistics are cross-sectional only.")
+    return txt
 
 
 def methods_markdown(sections: list[dict], refs: list[str]) -> str:
