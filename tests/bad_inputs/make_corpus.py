@@ -11,7 +11,6 @@ and the fault).
 """
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -55,8 +54,6 @@ def case_t1w_not_nifti(root, tmp):
 
 
 def case_t1w_truncated(root, tmp):
-    raw = t1w(root).read_bytes()
-    big = np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32)
     _img(t1w(root), (40, 40, 40))
     raw = t1w(root).read_bytes()
     t1w(root).write_bytes(raw[: len(raw) // 2])

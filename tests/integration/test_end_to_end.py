@@ -8,7 +8,6 @@ Detection power is tested per modality elsewhere (and in the demo); 3 + 3 subjec
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

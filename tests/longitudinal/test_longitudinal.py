@@ -79,9 +79,9 @@ def test_voxelwise_finds_planted_change(study, tmp_path):
             if ses == "post" and study.group_of(s) == "patient":
                 d[4:6, 4:6, 4:6] += 4.0
             maps[(s, ses)] = nib.Nifti1Image(d.astype(np.float32), aff)
-    clusters = longitudinal_voxelwise(study, maps, nib.Nifti1Image(mask.astype(np.uint8), aff), tmp_path,
-                                      {"n_perm": 200, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01,
-                                       "random_seed": 0})
+    longitudinal_voxelwise(study, maps, nib.Nifti1Image(mask.astype(np.uint8), aff), tmp_path,
+                           {"n_perm": 200, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01,
+                            "random_seed": 0})
     logp = nib.load(tmp_path / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz").get_fdata()
     assert logp[4:6, 4:6, 4:6].max() > -np.log10(0.05)
     assert (tmp_path / "contrast-change-patient-gt-control_stat-t_statmap.nii.gz").exists()

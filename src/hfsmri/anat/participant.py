@@ -51,8 +51,7 @@ from ..derivatives import provenance_hash
 from ..errors import InputDataError
 from ..io import load_image
 from ..spatial.flip import flip_lr
-from ..spatial.registration import (Transforms, apply_from_mni, apply_to_mni, jacobian_determinant,
-                                    register_to_mni, set_threads)
+from ..spatial.registration import Transforms, apply_from_mni, apply_to_mni, jacobian_determinant, set_threads
 from ..spatial.resample import voxel_volume_ml
 from ..spatial.templates import TEMPLATE_SPACE, load_template
 from . import brain_extraction as bx

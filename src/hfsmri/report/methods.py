@@ -139,7 +139,7 @@ class _Cite:
 
 def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str | None:
     g = p.get
-    anat, func, dwi = pre.get("anat", {}), pre.get("func", {}), pre.get("dwi", {})
+    dwi = pre.get("dwi", {})
     if name == "vbm":
         mod = ("modulated by the Jacobian determinant of the deformation so that they encode local volume"
                if g("modulated", True) else "not modulated (tissue concentration)")

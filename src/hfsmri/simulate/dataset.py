@@ -13,7 +13,6 @@ from pathlib import Path
 import multiprocessing as mp
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from hfsmri import __version__
 from hfsmri.errors import HfsmriError

@@ -252,7 +252,6 @@ def design_from_study(study, subjects, extra_covariates: pd.DataFrame | None = N
     ecols, earrs = _extra_columns(extra_covariates, labels, where)
     columns = ["patient", "control"] + ccols + ecols
     arrays = [is_p, is_c] + carrs + earrs
-    contrasts_extra = {}
     for cov in interactions or []:
         if cov not in columns:
             raise DesignError(f"interaction covariate {cov!r} is not a continuous covariate of the design "
