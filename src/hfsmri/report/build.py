@@ -522,7 +522,7 @@ def ground_truth_section(data: ReportData, out: _Out) -> dict | None:
         return {"error": f"effects.tsv lacks column(s) {sorted(missing)}"}
     try:
         scores, false = score_effects(data.effects, data.results, data.ground_truth_dir, data.alpha,
-                                      flip_to=data.study.get("flip_to"))
+                                      flip_to=data.study.get("flip_to"), sessions=data.study.get("sessions"))
     except Exception as exc:
         log.warning("report: ground-truth scoring failed: %s", exc, exc_info=True)
         return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}

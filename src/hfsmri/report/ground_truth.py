@@ -24,6 +24,13 @@ Rules
 * **False clusters**: connected components (26-connectivity) of FWE-significant voxels of any contrast
   that touch no planted mask of the same analysis/metric.
 * Tests whose analysis did not run are ``not run`` (``hit`` empty) — neither hit nor miss.
+* Longitudinal studies (``sessions`` with >= 2 labels, first = baseline, last = follow-up): a
+  group effect whose ``post_factor`` differs from 1 also gives a ``recovery`` test on the paired
+  contrast of patients (:mod:`hfsmri.longitudinal`): the effect shrinking after surgery
+  (``post_factor`` < 1) makes the change post − pre opposite to ``direction``, i.e.
+  ``patient-<post>-gt-<pre>`` for a planted decrease, ``-lt-`` for an increase (the reverse when
+  ``post_factor`` > 1). Scored voxel-wise like a group test; analyses with ROI tables only are
+  ``not evaluated`` (their change tests are in ``rois_longitudinal.tsv``).
 """
 from __future__ import annotations
 
@@ -219,10 +226,23 @@ def expected_contrast(test: str, direction=None, score=None, r=None) -> str:
     return f"corr-{score}-{'pos' if float(r) > 0 else 'neg'}"
 
 
+def recovery_contrast(direction, post_factor, sessions) -> str | None:
+    """Paired contrast of patients in which the planted change after surgery shows, or None (no
+    sessions, or ``post_factor`` 1 / missing: nothing planted between the sessions)."""
+    if not sessions or len(sessions) < 2 or not _finite(post_factor) or float(post_factor) == 1.0:
+        return None
+    pre, post = str(sessions[0]), str(sessions[-1])
+    change = -np.sign(float(direction)) if float(post_factor) < 1.0 else np.sign(float(direction))
+    return f"patient-{post}-{'gt' if change > 0 else 'lt'}-{pre}"
+
+
 def opposite_contrast(c: str) -> str:
     swaps = {"patient-gt-control": "patient-lt-control", "patient-lt-control": "patient-gt-control"}
     if c in swaps:
         return swaps[c]
+    m = re.fullmatch(r"(?P<g>[^-]+)-(?P<post>.+)-(?P<op>gt|lt)-(?P<pre>[^-]+)", c)
+    if m and not c.startswith("corr-"):
+        return f"{m['g']}-{m['post']}-{'lt' if m['op'] == 'gt' else 'gt'}-{m['pre']}"
     return c[:-4] + ("-neg" if c.endswith("-pos") else "-pos")
 
 
@@ -302,8 +322,9 @@ def _roi_hit(df: pd.DataFrame, keys, alpha, sign, contrast=None, score=None, r_c
 
 
 def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
-                  flip_to: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score planted ``effects`` against group ``results`` (list of ``collect.MetricResult``).
+                  flip_to: str | None = None, sessions=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score planted ``effects`` against group ``results`` (list of ``collect.MetricResult``);
+    ``sessions``: the study's session labels (adds the ``recovery`` tests, module doc).
 
     Returns ``(scores, false_clusters)``: one row per effect test (columns
     :data:`SCORE_COLUMNS_OUT`; ``hit`` 1/0, empty when not evaluated) and one row per significant
@@ -319,6 +340,9 @@ def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
         if _finite(e.get("direction")) and float(e["direction"]) != 0 and \
                 not (_finite(e.get("cohens_d")) and float(e["cohens_d"]) == 0):
             tests.append(("group", expected_contrast("group", direction=e["direction"])))
+            rec = recovery_contrast(e["direction"], e.get("post_factor"), sessions)
+            if rec:
+                tests.append(("recovery", rec))
         score = e.get("clinical_score")
         if isinstance(score, str) and score.strip() and _finite(e.get("clinical_r")) and float(e["clinical_r"]):
             tests.append(("clinical", expected_contrast("clinical", score=score.strip(), r=e["clinical_r"])))
@@ -329,6 +353,7 @@ def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
                     "expected": (f"d = {np.sign(float(e['direction'])) * abs(float(e['cohens_d'])):+.2f}"
                                  if test == "group" and _finite(e.get("cohens_d"))
                                  else f"direction {int(float(e['direction'])):+d}" if test == "group"
+                                 else f"x {float(e['post_factor']):g} after surgery" if test == "recovery"
                                  else f"r({score}) = {float(e['clinical_r']):+.2f}")}
             res = next((by_key[(str(e.get("analysis")), m)] for m in metric_aliases(str(e.get("metric")), flip_to)
                         if (str(e.get("analysis")), m) in by_key), None)
@@ -341,7 +366,9 @@ def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
                 rows.append({**base, **_score_voxelwise(e, test, contrast, res, masks, thr)})
                 continue
             keys = region_tokens(e.get("region"), e.get("effect_id"))
-            if test == "group" and res.rois is not None:
+            if test == "recovery":
+                out = {"status": "not evaluated", "detail": "ROI-level change tests: see rois_longitudinal.tsv"}
+            elif test == "group" and res.rois is not None:
                 out = _roi_hit(res.rois, keys, alpha, np.sign(float(e["direction"])), contrast=contrast)
             elif test == "clinical" and res.correlations is not None:
                 out = _roi_hit(res.correlations, keys, alpha, np.sign(float(e["clinical_r"])),
