@@ -79,3 +79,15 @@ def test_planted_alff_recovery_found(tmp_path):
         seen[metric]["roi"] = pre[["roi", "mean_change", "t", "p_perm"]].round(3).to_dict("records")
         hits += [f"{metric} ROI {r.roi}" for r in pre.itertuples() if r.mean_change > 0 and r.p_perm < 0.05]
     assert hits, f"planted ALFF recovery not found: {seen}"
+
+    # the report scores the planted recovery from the simulator's ground truth (docs/report.md)
+    from hfsmri.report.build import build_report
+
+    build_report(out, ground_truth_dir=gt_dir, n_jobs=1)
+    scores = pd.read_csv(out / "report" / "ground_truth_scores.tsv", sep="\t")
+    rec = scores[(scores.test == "recovery") & (scores.analysis == "alff")].set_index("metric")
+    assert set(rec["contrast"]) == {"patient-post-gt-pre"}
+    voxel_hits = {h.split()[0] for h in hits if h.endswith("voxel-wise")}
+    for metric in ("alff", "falff"):
+        if metric in rec.index:
+            assert rec.loc[metric, "hit"] == int(metric in voxel_hits), (metric, rec.loc[metric].to_dict())
