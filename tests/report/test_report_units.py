@@ -144,3 +144,25 @@ def test_lateralised_masks_follow_flipping(tmp_path):
     assert np.array_equal(get(None, "contra", "lr.nii.gz"), both)
     assert np.array_equal(get("L", "R"), m)      # fixed-hemisphere effects are never mirrored
     assert _Masks(tmp_path).get("missing.nii.gz", "L", shape, aff) is None
+
+
+def test_effect_sizes_of_a_constant_column_are_missing_without_warnings():
+    """A column equal up to float rounding in every subject has no effect size (scipy would warn
+    about catastrophic cancellation and return noise); the other columns match scipy."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from hfsmri.report.build import _effect_sizes
+
+    idx = list("abcdef")
+    vals = pd.DataFrame({"const": [1.0 + 1e-16 * i for i in range(6)], "x": [1, 2, 3, 4, 5, 7.0]}, index=idx)
+    roles = pd.Series(["patient"] * 3 + ["control"] * 3, index=idx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = _effect_sizes(vals, roles).set_index("roi")
+    assert np.isnan(r.loc["const", "cohens_d"]) and np.isnan(r.loc["const", "t_welch"])
+    ref = stats.ttest_ind([1, 2, 3], [4, 5, 7.0], equal_var=False)
+    assert r.loc["x", "t_welch"] == ref.statistic and r.loc["x", "p_uncorrected"] == ref.pvalue

@@ -286,7 +286,8 @@ def _effect_sizes(values: pd.DataFrame, roles: pd.Series) -> pd.DataFrame:
              "t_welch": np.nan, "p_uncorrected": np.nan}
         if n1 >= 2 and n2 >= 2:
             sp = np.sqrt(((n1 - 1) * a.var() + (n2 - 1) * b.var()) / (n1 + n2 - 2))
-            if sp > 0:
+            scale = max(abs(a.mean()), abs(b.mean()))
+            if sp > 1e-9 * scale and sp > 0:  # a (numerically) constant column has no effect size
                 d = (a.mean() - b.mean()) / sp
                 j = 1 - 3 / (4 * (n1 + n2) - 9)
                 g = j * d
