@@ -156,7 +156,7 @@ def _register_head(t1_n4, pre: dict, work: Path, key: str, seed: int, nthreads, 
     kind = pre["registration"]
     seg0 = None
     if kind == "Affine":
-        tr, mask = aff, mask0
+        tr = aff
     else:
         t0 = _now()
         seg0 = _atropos_with_template_priors(t1_n4, mask0, aff, res, nthreads)
@@ -168,8 +168,8 @@ def _register_head(t1_n4, pre: dict, work: Path, key: str, seed: int, nthreads, 
     full = mask0 if kind == "Affine" else bx.mask_from_template(tmask, tr, t1_n4)
     m0, m1 = np.asarray(mask0.dataobj) > 0, np.asarray(full.dataobj) > 0
     # standard: the final segmentation runs in the union mask; fast: the affine-mask pass that drove
-    # the SyN is the final segmentation, so its mask is kept with it
-    mask = _union_mask(mask0, full) if prof["segmentation_passes"] == 2 else mask0
+    # the SyN is the final segmentation, so its mask is kept with it; Affine: both masks are one
+    mask = _union_mask(mask0, full) if kind != "Affine" and prof["segmentation_passes"] == 2 else mask0
     # QC: the template mask through the full (deformable) transform vs the affine one; a low Dice
     # or a volume ratio far from 1 flags a registration problem (measured ratio ~0.96)
     qc = {"bet_affine_vs_final_dice": qcmod.dice(m0, m1),
@@ -300,7 +300,9 @@ def _midspace_registration(ctx, sessions: dict, pre: dict, log):
     n4 = nib.load(str(n4s[ctx.session]))
     tr = compose_with_midspace(tr_mid, str(mats[ctx.session]))
     tmask = load_template("mask", float(pre["template_resolution"]))
-    mask = _union_mask(bx.mask_from_template(tmask, linear_part(tr), n4), bx.mask_from_template(tmask, tr, n4))
+    mask = bx.mask_from_template(tmask, linear_part(tr), n4)
+    if pre["registration"] != "Affine":  # deformable: united with the mask through the full transform
+        mask = _union_mask(mask, bx.mask_from_template(tmask, tr, n4))
     return tr, mask, n4, dict(meta.get("timing", {})), qc, str(p_tmpl)
 
 
