@@ -151,7 +151,7 @@ def _read_participants(path: Path):
     if not path.exists():
         return pd.DataFrame(columns=["participant_id"], dtype=str)
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except Exception as exc:
         raise BidsImportError(f"cannot read as a tab-separated table: {exc}", path=path) from None
     df.columns = [str(c).strip() for c in df.columns]

@@ -155,6 +155,7 @@ def _stage(conv, image: Path, dest_dir: Path, stem: str, decision: Decision, not
     out = []
     side = conv.sidecar(image, ".json")
     meta = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
+    meta.pop("BidsGuess", None)  # dcm2niix's own naming guess; the file name is the answer
     if decision.datatype == "func":
         meta["TaskName"] = dict(decision.entities).get("task", "rest")
         if "RepetitionTime" not in meta:
