@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         t_scan, c_scan = time.perf_counter() - t, _cpu() - c
 
         t, c = time.perf_counter(), _cpu()
-        res = import_dicom(export, tmp / "bids", "01", participant_info=["group=HFS"], echo=None)
+        res = import_dicom(export, tmp / "bids", "01", participant_info=["group=HFS"], printer=None)
         t_imp, c_imp = time.perf_counter() - t, _cpu() - c
         t_conv = sum(o.seconds for o in res.outcomes)
 

@@ -232,3 +232,15 @@ def test_default_heuristic_file_is_valid_and_self_contained():
     assert re.search(r"^extends: none", text, re.M)
     h = load_heuristic(DEFAULT_HEURISTIC)
     assert [r.name for r in h.rules] == [r.name for r in load_heuristic().rules]
+
+
+def test_the_documented_example_heuristic_is_valid(tmp_path):
+    """The example of docs/import.md loads and does what its comments say."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "import.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "extends: default" in b)
+    h = load_heuristic(_write(tmp_path, block))
+    assert [r.name for r in h.rules[:4]] == ["site_t1", "keep_sbref", "our_dti", "swi"]
+    assert _outcome(h.classify(FakeSeries("T1_3D_SAG_ISO", acq="2D"))) == "anat/acq-iso_T1w"
+    assert _outcome(h.classify(FakeSeries("T1_3D_SAG_ISO post", acq="2D"))) == "skip:t1w_contrast"  # unless, then default
+    assert _outcome(h.classify(FakeSeries("x", protocol="DTI_AP", acq="2D", n_volumes=31, b_max=1000.0))) == "dwi/dwi"
+    assert _outcome(h.classify(FakeSeries("SWI_Images", acq="3D"))) == "skip:swi"

@@ -23,7 +23,7 @@ from . import synth
 
 def run_import(dicom, bids, subject="01", **kw):
     out = []
-    res = import_dicom(dicom, bids, subject, echo=out.append, **kw)
+    res = import_dicom(dicom, bids, subject, printer=out.append, **kw)
     return res, "\n".join(out)
 
 

@@ -20,7 +20,7 @@ def import_fails(dicom, tmp_path, match, **kw) -> str:
     """Import must fail with one HfsmriError matching ``match`` and leave no BIDS_DIR behind."""
     bids = tmp_path / "bids_out"
     with pytest.raises(HfsmriError, match=match) as info:
-        import_dicom(dicom, bids, "01", echo=None, **kw)
+        import_dicom(dicom, bids, "01", printer=None, **kw)
     assert not bids.exists(), "a failed first import must not leave a BIDS_DIR"
     return str(info.value)
 

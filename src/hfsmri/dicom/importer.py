@@ -207,7 +207,7 @@ def format_table(result: ImportResult, scan=None) -> str:
 # ---------------------------------------------------------------- the command
 def import_dicom(dicom_dir, bids_dir, subject: str, session: str | None = None, heuristic=None,
                  participant_info=None, overwrite: bool = False, dry_run: bool = False,
-                 echo=print) -> ImportResult:
+                 printer=print) -> ImportResult:
     """Convert one subject's (session's) DICOM folder into ``bids_dir``.
 
     Parameters
@@ -219,13 +219,13 @@ def import_dicom(dicom_dir, bids_dir, subject: str, session: str | None = None, 
     participant_info : ``["group=HFS", "age=54", ...]`` or a mapping: participants.tsv columns
     overwrite : replace an already imported subject/session (and differing participant values)
     dry_run : scan and classify only; print what would be done, write nothing
-    echo : callable that prints the result table (``print``; ``None`` for silence)
+    printer : callable that prints the result table (``print``; ``None`` for silence)
 
     Raises
     ------
     HfsmriError (one message naming the folder/series/file and the fault); BIDS_DIR is unchanged.
     """
-    say = echo or (lambda *_: None)
+    say = printer or (lambda *_: None)
     dicom_dir, bids_dir = Path(dicom_dir), Path(bids_dir)
     subject = bidsout.label(subject, "sub")
     session = bidsout.label(session, "ses") if session else None
@@ -257,6 +257,7 @@ def import_dicom(dicom_dir, bids_dir, subject: str, session: str | None = None, 
         say("dry run: nothing written" + (f"; {len(problems)} series cannot be imported as they are" if problems else ""))
         return result
     if problems:
+        say(format_table(result, scan))
         if len(problems) == 1:
             raise problems[0]
         raise DicomFolderError(f"{len(problems)} series cannot be imported: "
