@@ -31,6 +31,16 @@ def copy_real(name: str, dest: Path) -> Path:
     return out
 
 
+def pydicom_test_file(name: str) -> Path:
+    """A file of pydicom's bundled test data (``MR_small.dcm``, ``dicomdirtests/...``), as installed."""
+    import pydicom.data
+
+    path = Path(pydicom.data.__file__).parent / "test_files" / name
+    if not path.exists():
+        pytest.fail(f"pydicom's bundled test file is missing: {path}")
+    return path
+
+
 @pytest.fixture
 def siemens_dwi(tmp_path) -> Path:
     """The real Siemens TrioTim DTI mosaics (b=0 and b=1000) of nibabel's test data."""

@@ -4,6 +4,7 @@ re-import, sessions, atomicity, hfsmri's own BIDS reader)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import warnings
 from pathlib import Path
@@ -281,7 +282,7 @@ def test_a_failure_leaves_bids_dir_as_it_was(session_dicom, siemens_dwi, tmp_pat
 
 def test_imported_dataset_is_read_by_hfsmri(session_dicom, siemens_dwi, tmp_path):
     """The end of the road: hfsmri's own BIDS discovery and study model accept the import."""
-    from hfsmri.bids import discover
+    from hfsmri.bids import discover, validate_inputs
     from hfsmri.study import Study
 
     root, _ = session_dicom
@@ -297,6 +298,12 @@ def test_imported_dataset_is_read_by_hfsmri(session_dicom, siemens_dwi, tmp_path
     assert s1.tr == pytest.approx(2.0)
     s2 = ds.inputs[("02", None)]
     assert s2.dwi.name == "sub-02_dwi.nii.gz" and s2.bval.exists() and s2.bvec.exists()
+    # the participant level's own input checks (images load, DWI gradients match the volumes; header
+    # level for the nibabel DWI, whose pixel data nibabel ships zeroed); the tiny written BOLD
+    # (12 volumes) is only short of the 35 volumes a real analysis needs
+    assert validate_inputs(s2) == []
+    problems = [str(p) for p in validate_inputs(s1, read_data=True)]
+    assert len(problems) == 1 and "BOLD has 12 volumes" in problems[0]
     study = Study.from_bids(bids, {"group_column": "group", "groups": {"patient": "HFS", "control": "HC"},
                                    "covariates": ["age", "sex"], "flip_to": "R"})
     assert study.subjects_in("patient") == ["01", "02"] and study.subjects_in("control") == ["03", "04"]
@@ -343,3 +350,101 @@ def test_dcm2niix_binary_is_found_and_an_override_is_checked(monkeypatch):
             convert.dcm2niix_binary()
     finally:
         convert.dcm2niix_binary.cache_clear()
+
+
+# ---------------------------------------------------------------- pydicom's real files (pixels, transfer syntaxes)
+MR_SMALL_VARIANTS = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
+                     "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+
+
+def test_real_mr_slice_pixels_and_geometry_in_every_transfer_syntax(tmp_path):
+    """pydicom's MR_small (a real 64x64 MR slice) stored uncompressed (explicit, implicit, big
+    endian) and compressed (RLE, JPEG-LS, JPEG 2000 lossless): each import holds exactly the pixels
+    pydicom decodes, at the world positions the DICOM geometry gives."""
+    from .conftest import pydicom_test_file
+
+    rules = tmp_path / "keep.yaml"   # the default skips it (ImageType DERIVED): a rule keeps it
+    rules.write_text("extends: none\nrules:\n  - {name: keep, match: {Modality: [MR]}, datatype: anat, suffix: T1w}\n")
+    for name in MR_SMALL_VARIANTS:
+        src = pydicom_test_file(name)
+        d = tmp_path / name.replace(".dcm", "")
+        d.mkdir()
+        (d / name).write_bytes(src.read_bytes())
+        bids = tmp_path / f"bids_{d.name}"
+        run_import(d, bids, heuristic=rules)
+        img = nib.load(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+        data = np.asarray(img.dataobj).reshape(img.shape[:2])
+        ds = pydicom.dcmread(src, stop_before_pixels=True)
+        # reference pixels: pydicom's decoding of the uncompressed file (the variants are lossless
+        # encodings of the same image; pydicom has no JPEG-LS/J2K decoder installed here)
+        plain = pydicom.dcmread(pydicom_test_file("MR_small.dcm"))
+        ref = plain.pixel_array.astype(float) * float(getattr(plain, "RescaleSlope", 1) or 1) \
+            + float(getattr(plain, "RescaleIntercept", 0) or 0)
+        # where each NIfTI voxel is, in DICOM pixel indices (row, column), by the DICOM geometry
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        dr, dc = (float(x) for x in ds.PixelSpacing)
+        ij = np.indices(data.shape).reshape(2, -1).T
+        lps = nib.affines.apply_affine(img.affine, np.c_[ij, np.zeros(len(ij))]) * np.array([-1.0, -1.0, 1.0])
+        off = lps - np.asarray(ds.ImagePositionPatient, float)
+        col, row = off @ iop[:3] / dc, off @ iop[3:] / dr
+        assert np.abs(col - np.rint(col)).max() < 1e-3 and np.abs(row - np.rint(row)).max() < 1e-3, name
+        assert np.abs(off @ np.cross(iop[:3], iop[3:])).max() < 1e-3, name           # in the slice plane
+        r, c = np.rint(row).astype(int), np.rint(col).astype(int)
+        np.testing.assert_array_equal(data.reshape(-1), ref[r, c], err_msg=name)
+
+
+def test_real_truncated_file_is_refused(tmp_path):
+    from .conftest import pydicom_test_file
+
+    d = tmp_path / "cut"
+    d.mkdir()
+    (d / "MR_truncated.dcm").write_bytes(pydicom_test_file("MR_truncated.dcm").read_bytes())
+    rules = tmp_path / "keep.yaml"
+    rules.write_text("extends: none\nrules:\n  - {name: keep, match: {Modality: [MR]}, datatype: anat, suffix: T1w}\n")
+    with pytest.raises(HfsmriError, match=r"cut: series 1 \(no description\): 1 of 1 file\(s\) have unusable pixel "
+                                          r"data \(MR_truncated.dcm: pixel data cut short \(file truncated: 8130 of 8192"):
+        run_import(d, tmp_path / "bids", heuristic=rules)
+    assert not (tmp_path / "bids").exists()
+
+
+def _copy_dicomdir_files(dest: Path, relpaths) -> Path:
+    from .conftest import pydicom_test_file
+
+    for rel in relpaths:
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(pydicom_test_file(f"dicomdirtests/{rel}").read_bytes())
+    return dest
+
+
+def test_real_philips_visit_with_only_localizers_and_an_mip(tmp_path, capsys):
+    """A real Philips visit from pydicom's DICOMDIR test set (16x16 crops of real images): two
+    localizers and a projected angiogram, plus the DICOMDIR: nothing to import, each series says why."""
+    d = _copy_dicomdir_files(tmp_path / "visit", ["DICOMDIR", "98892003/MR1/5641", "98892003/MR2/6273",
+                                                  "98892003/MR2/6605", "98892003/MR2/6935"]
+                             + [f"98892003/MR700/{n}" for n in (4467, 4528, 4558, 4588, 4618, 4648, 4678)])
+    code = main(["import", str(d), str(tmp_path / "bids"), "--subject", "01"])
+    cap = capsys.readouterr()
+    assert code == 1 and "no series to import" in cap.err and not (tmp_path / "bids").exists()
+    assert "FAST LOCALIZER" in cap.out and "T/S/C RF FAST PILOT" in cap.out
+    assert cap.out.count("skipped: localizer") == 2
+    assert "ANGIO Projected from" in cap.out and "skipped: reformatted or projection image (MPR / MIP) [reformat]" in cap.out
+    assert "3 series in" in cap.out      # the DICOMDIR is not a series
+
+
+def test_real_exports_of_several_patients_or_visits(tmp_path):
+    from .conftest import pydicom_test_file
+
+    root = pydicom_test_file("dicomdirtests")
+    two = tmp_path / "two_patients"
+    for sub in ("98892001", "77654033"):
+        shutil.copytree(root / sub, two / sub)
+    shutil.copy(root / "DICOMDIR", two / "DICOMDIR")
+    with pytest.raises(HfsmriError, match=r"two_patients: files of 2 different patients: PatientID '77654033' in "
+                                          r"7 file\(s\), e.g. 77654033/CR1/6154; PatientID '98890234' in 7 file"):
+        run_import(two, tmp_path / "bids")
+    visits = tmp_path / "three_visits"
+    shutil.copytree(root / "98892003", visits)
+    with pytest.raises(HfsmriError, match=r"three_visits: files of 3 different studies \(scanner visits\)"):
+        run_import(visits, tmp_path / "bids")
+    assert not (tmp_path / "bids").exists()

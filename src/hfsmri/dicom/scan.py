@@ -563,7 +563,7 @@ def _check_one_subject(root: Path, files: list) -> None:
         if len(found) > 1:
             parts = []
             for val, paths in sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:4]:
-                shown = repr(val) if attr == "patient_id" else (f"'...{val[-12:]}'" if val else "''")
+                shown = repr(val)
                 parts.append(f"{keyword} {shown} in {len(paths)} file(s), e.g. {paths[0].relative_to(root)}")
             raise DicomFolderError(
                 f"files of {len(found)} different {what}: " + "; ".join(parts)
