@@ -448,3 +448,19 @@ def test_real_exports_of_several_patients_or_visits(tmp_path):
     with pytest.raises(HfsmriError, match=r"three_visits: files of 3 different studies \(scanner visits\)"):
         run_import(visits, tmp_path / "bids")
     assert not (tmp_path / "bids").exists()
+
+
+def test_dwi_without_gradients_is_skipped_after_conversion(tmp_path):
+    """A series the heuristic calls DWI but whose headers carry no b-values (here a written 2D
+    series named DTI): dcm2niix writes no .bval/.bvec, so it is skipped, and with nothing else to
+    import the command says so and writes nothing."""
+    d = tmp_path / "dti"
+    synth.write_bold(d, description="DTI_30dir", sequence="ep2d_diff", n_volumes=3)
+    with pytest.raises(HfsmriError, match="no series to import after conversion"):
+        run_import(d, tmp_path / "bids")
+    assert not (tmp_path / "bids").exists()
+    synth.write_t1w(d / "t1")
+    res, text = run_import(d, tmp_path / "bids")
+    assert "skipped: dcm2niix found no diffusion gradients (.bval/.bvec) in the headers [dwi]" in text
+    assert [o.decision.rule for o in res.kept] == ["t1w"]
+    assert not (tmp_path / "bids" / "sub-01" / "dwi").exists()

@@ -273,6 +273,9 @@ def import_dicom(dicom_dir, bids_dir, subject: str, session: str | None = None, 
     work = Path(tempfile.mkdtemp(prefix=f"import-{subject}-", dir=tmp_root))
     try:
         logs = _convert_all(result, work)
+        if not result.kept:  # e.g. the only DWI had no gradients
+            say(format_table(result, scan))
+            raise DicomFolderError("no series to import after conversion (see the table above)", path=dicom_dir)
         _assemble(result, work)
         with bidsout.bids_lock(bids_dir):
             bidsout.check_target(bids_dir, subject, session, overwrite)
