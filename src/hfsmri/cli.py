@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import HfsmriError
 
-SUBCOMMANDS = ("simulate", "demo", "report", "power")
+SUBCOMMANDS = ("simulate", "demo", "report", "power", "import")
 
 DESCRIPTION = f"""\
 hfsmri {__version__}: every MRI analysis of a clinical case-control study, from BIDS to report.
@@ -27,9 +27,11 @@ usage:
   hfsmri demo [OUTPUT_DIR]                           simulate + participant + group + report
   hfsmri report OUTPUT_DIR                           (re)build the HTML report
   hfsmri power [options]                             power analysis by simulation
+  hfsmri import DICOM_DIR BIDS_DIR --subject 01 [--session pre] [--heuristic FILE]
+                                                     DICOM -> BIDS (dcm2niix), one subject at a time
   hfsmri --version | --help
 
-Run "hfsmri <sub-command> --help" for the options of simulate, demo, report and power.
+Run "hfsmri <sub-command> --help" for the options of simulate, demo, report, power and import.
 """
 
 ANALYSIS_NAMES = ("vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho", "alff", "dc",
@@ -136,6 +138,34 @@ def power_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="N")
     _add_common(p)
     return p
+
+
+def import_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hfsmri import", description="Convert one subject's DICOM folder (one scanner visit) into a "
+                "BIDS dataset with dcm2niix: T1w, DWI (+ bval/bvec) and resting-state BOLD by a heuristic; "
+                "prints what happened to each series. See docs/import.md.")
+    p.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path, help="folder with the subject's DICOM files (any layout)")
+    p.add_argument("bids_dir", metavar="BIDS_DIR", type=Path, help="BIDS dataset to add the subject to (created if missing)")
+    p.add_argument("--subject", required=True, metavar="LABEL", help="participant label, e.g. 01 (or sub-01)")
+    p.add_argument("--session", metavar="LABEL", help="session label, e.g. pre (or ses-pre)")
+    p.add_argument("--heuristic", type=Path, metavar="FILE", help="YAML rules that map series to BIDS names "
+                   "(default: hfsmri's; see docs/import.md)")
+    p.add_argument("--participant-info", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="participants.tsv columns for this subject, e.g. group=HFS age=54 affected_side=L")
+    p.add_argument("--overwrite", action="store_true", help="replace an already imported subject/session "
+                   "(and participant values that differ)")
+    p.add_argument("--dry-run", action="store_true", help="scan and classify only: print what would be done")
+    _add_common(p)
+    return p
+
+
+def run_import(args) -> int:
+    from .dicom import import_dicom
+
+    setup_logging(args.verbose, args.debug)
+    import_dicom(args.dicom_dir, args.bids_dir, args.subject, session=args.session, heuristic=args.heuristic,
+                 participant_info=args.participant_info, overwrite=args.overwrite, dry_run=args.dry_run)
+    return 0
 
 
 def setup_logging(verbose: bool = False, debug: bool = False) -> int:
@@ -325,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[0] in SUBCOMMANDS:
             parser = {"simulate": simulate_parser, "demo": demo_parser, "report": report_parser,
-                      "power": power_parser}[argv[0]]()
+                      "power": power_parser, "import": import_parser}[argv[0]]()
             args = parser.parse_args(argv[1:])
-            runner = {"simulate": run_simulate, "demo": run_demo, "report": run_report, "power": run_power}[argv[0]]
+            runner = {"simulate": run_simulate, "demo": run_demo, "report": run_report, "power": run_power,
+                      "import": run_import}[argv[0]]
         else:
             args = bids_app_parser().parse_args(argv)
             runner = run_bids_app
