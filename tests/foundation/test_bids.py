@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hfsmri.bids import discover, entities
+from hfsmri.bids import discover, entities, validate_inputs
 from hfsmri.errors import BidsError
 
 from ..conftest import _img, make_bids
@@ -51,8 +51,9 @@ def test_tr_from_header_and_mismatch(tmp_path):
     j.unlink()
     assert discover(root).inputs[("01", None)].tr == pytest.approx(2.0)
     j.write_text(json.dumps({"RepetitionTime": 3.0}))
-    with pytest.raises(BidsError, match="disagrees"):
-        discover(root)
+    si = discover(root).inputs[("01", None)]  # a subject's fault does not stop discovery ...
+    problems = validate_inputs(si)  # ... it is reported with the subject's header checks
+    assert len(problems) == 1 and isinstance(problems[0], BidsError) and "disagrees" in str(problems[0])
 
 
 def test_inherited_sidecar(tmp_path):
