@@ -106,3 +106,64 @@ def test_available_analyses(tmp_path):
 def test_entities():
     assert entities("sub-01_ses-pre_task-rest_run-2_bold.nii.gz") == {
         "sub": "01", "ses": "pre", "task": "rest", "run": "2"}
+
+
+def test_repetition_time_in_milliseconds_is_refused(tmp_path):
+    root = make_bids(tmp_path / "b", modalities=("func",), tr=2.0)
+    j = root / "sub-01" / "func" / "sub-01_task-rest_bold.json"
+    j.write_text(json.dumps({"RepetitionTime": 2000}))
+    problems = validate_inputs(discover(root).inputs[("01", None)])
+    assert [p.field for p in problems] == ["RepetitionTime"] and p_path(problems[0]) == j.name
+    assert "2000" in str(problems[0]) and "milliseconds" in str(problems[0])
+    j.unlink()  # header only: pixdim[4] = 0.05 s is not a TR either
+    _img(root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz", (6, 6, 6, 40), tr=0.05)
+    problems = validate_inputs(discover(root).inputs[("01", None)])
+    assert len(problems) == 1 and "pixdim[4]" in problems[0].field and "0.05" in str(problems[0])
+
+
+def p_path(exc):
+    return exc.path.name
+
+
+def test_multi_echo_choice_is_recorded(tmp_path, caplog):
+    root = make_bids(tmp_path / "b", modalities=("func",))
+    func = root / "sub-01" / "func"
+    for f in list(func.iterdir()):
+        f.unlink()
+    for run in (1, 2):
+        for e, te in ((1, 0.0142), (2, 0.0356), (3, 0.057)):
+            _img(func / f"sub-01_task-rest_run-{run}_echo-{e}_bold.nii.gz", (6, 6, 6, 40 + 10 * run), tr=2.0)
+            (func / f"sub-01_task-rest_run-{run}_echo-{e}_bold.json").write_text(
+                json.dumps({"RepetitionTime": 2.0, "EchoTime": te}))
+    with caplog.at_level("INFO", logger="hfsmri"):
+        ds = discover(root)
+    si = ds.inputs[("01", None)]
+    assert si.bold.name == "sub-01_task-rest_run-2_echo-2_bold.nii.gz"  # most volumes; TE 35.6 ms closest to 30
+    notes = "; ".join(si.notes)
+    assert "echo-1 14.2 ms, echo-2 35.6 ms, echo-3 57 ms" in notes and "closest to 30 ms" in notes
+    assert "2 runs found, used sub-01_task-rest_run-2_echo-2_bold.nii.gz (most volumes)" in notes
+    assert "closest to 30 ms" in caplog.text and "most volumes" in caplog.text  # printed, not only recorded
+    assert "echoes not combined" in ds.table().loc[0, "notes"]
+
+
+def test_slice_timing_validated_before_jobs(tmp_path):
+    root = make_bids(tmp_path / "b", modalities=("func",))
+    j = root / "sub-01" / "func" / "sub-01_task-rest_bold.json"
+    ok = {"RepetitionTime": 2.0, "SliceTiming": [0, 1.0, 0.333, 1.333, 0.667, 1.667]}  # interleaved, 6 slices
+    j.write_text(json.dumps(ok))
+    assert validate_inputs(discover(root).inputs[("01", None)]) == []
+    j.write_text(json.dumps({**ok, "SliceEncodingDirection": "i-"}))  # 6 slices along i too
+    assert validate_inputs(discover(root).inputs[("01", None)]) == []
+    for bad, needle in (({**ok, "SliceTiming": [0, 1, 2, 0.5, 1.5, 0.25]}, "[0, 2)"),
+                        ({**ok, "SliceTiming": [0, 1]}, "2 entries but the BOLD has 6 slices"),
+                        ({**ok, "SliceTiming": ["a"] * 6}, "list of numbers"),
+                        ({**ok, "SliceEncodingDirection": "z"}, "SliceEncodingDirection")):
+        j.write_text(json.dumps(bad))
+        problems = validate_inputs(discover(root).inputs[("01", None)])
+        assert len(problems) == 1 and needle in str(problems[0]) and j.name in str(problems[0]), bad
+    j.write_text(json.dumps({**ok, "SliceTiming": [0, 1]}))
+    assert validate_inputs(discover(root).inputs[("01", None)], slice_timing=False) == []  # off: not used
+    j.write_text(json.dumps({"RepetitionTime": 2.0}))
+    assert validate_inputs(discover(root).inputs[("01", None)], slice_timing="auto") == []
+    problems = validate_inputs(discover(root).inputs[("01", None)], slice_timing=True)
+    assert "no SliceTiming" in str(problems[0])

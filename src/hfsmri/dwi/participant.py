@@ -138,7 +138,10 @@ def run(ctx) -> dict:
                                      "mean_rotation_deg": float(mc["rotation_deg"].mean()),
                                      "max_translation_mm": float(mc["translation_mm"].max())}
         mask = brain_mask(data, gtab)
-        model = TensorModel(gtab, fit=p["fit"], max_bval=p["bmax"])
+        try:
+            model = TensorModel(gtab, fit=p["fit"], max_bval=p["bmax"])
+        except ValueError as exc:  # too few / collinear directions for a tensor
+            raise InputDataError(f"cannot fit a tensor: {exc}", path=bvec_path) from None
         fit_vols = gtab.fit_summary(p["bmax"])
         ctx.log.info("tensor fit (%s): %d of %d volumes (%s; %d b0, %d of them with b > 0 and a direction, "
                      "fitted with their b and vector)", p["fit"], fit_vols["n_volumes"], gtab.n_volumes,
