@@ -101,8 +101,8 @@ def slice_timing_plan(ctx, fp: dict, img, tr: float) -> dict | None:
     mode = slice_timing_mode(fp.get("slice_timing", "auto"))
     si = ctx.inputs
     side = getattr(si, "bold_json", None)
-    meta = getattr(si, "bold_meta", None)
-    if meta is None:
+    meta = getattr(si, "bold_meta", None)  # read at discovery; else (inputs built by hand) from the sidecar
+    if not meta:
         meta = read_json(side, what="BOLD JSON sidecar") if side is not None and Path(side).exists() else {}
     if mode == "false":
         return None
