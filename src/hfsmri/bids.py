@@ -25,11 +25,10 @@ or ``BIDS_DIR/derivatives/{fmriprep,qsiprep}``; when present they are used as th
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import logging
 
 from .analyses import STAGE_INPUT, STAGE_OF
 from .errors import BidsError, HfsmriError

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,34 @@ def test_slice_timing_validated_before_jobs(tmp_path):
     assert validate_inputs(discover(root).inputs[("01", None)], slice_timing="auto") == []
     problems = validate_inputs(discover(root).inputs[("01", None)], slice_timing=True)
     assert "no SliceTiming" in str(problems[0])
+
+
+def test_real_scanner_like_inputs_pass_validation(tmp_path):
+    """Real data written as scanners write it pass the header-level checks unchanged: nibabel's real T1
+    crop stored sagittally (PSR), nitime's real BOLD under a 12° oblique LPS header with interleaved
+    SliceTiming, dipy's small_101D (b0 written as b = 15 with a vector) under an oblique header."""
+    import shutil
+
+    import nibabel as nib
+    import nitime
+
+    from tests.realdata import dipy_dwi, nibabel_data, reheader, reorder
+
+    root = make_bids(tmp_path / "b", subjects=("01",), groups=("HFS",), modalities=())
+    anat, func, dwi = (root / "sub-01" / d for d in ("anat", "func", "dwi"))
+    for d in (anat, func, dwi):
+        d.mkdir(parents=True)
+    nib.save(reorder(nib.load(nibabel_data("anatomical.nii")), "PSR"), anat / "sub-01_T1w.nii.gz")
+    bold = reheader(reorder(nib.load(Path(nitime.__file__).parent / "data" / "fmri1.nii.gz"), "LPS"), (12, 0, -6))
+    nib.save(bold, func / "sub-01_task-rest_bold.nii.gz")
+    n = bold.shape[2]
+    times = [float((list(range(0, n, 2)) + list(range(1, n, 2))).index(z)) * 1.35 / n for z in range(n)]
+    (func / "sub-01_task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 1.35, "SliceTiming": times,
+                                                                 "SliceEncodingDirection": "k"}))
+    f, fb, fv = dipy_dwi("small_101D")
+    nib.save(reheader(nib.load(f), (0, 15, 10)), dwi / "sub-01_dwi.nii.gz")
+    shutil.copy(fb, dwi / "sub-01_dwi.bval")
+    shutil.copy(fv, dwi / "sub-01_dwi.bvec")
+    si = discover(root).inputs[("01", None)]
+    assert validate_inputs(si) == [] and si.tr == pytest.approx(1.35)
+    assert validate_inputs(si, read_data=True) == []

@@ -1,7 +1,10 @@
 """Participant stage of resting-state fMRI: preprocessing, nuisance cleaning and local metrics.
 
 Input: fMRIPrep outputs when present (used as they are: MNI152NLin2009cAsym preproc BOLD,
-confounds TSV, mask), else raw BOLD preprocessed by :mod:`hfsmri.func.preprocess`.
+confounds TSV, mask), else raw BOLD preprocessed by :mod:`hfsmri.func.preprocess`, with
+slice-timing correction first when ``preprocessing.func.slice_timing`` asks for it
+(:func:`slice_timing_plan`; recorded as ``SliceTimingCorrected``/``StartTime`` in the sidecars and
+in the QC table's ``slice_timing`` column).
 
 Nuisance model (DPABI defaults): Friston-24 motion, mean WM and CSF signals (template priors
 >= 0.9 in the brain mask, WM eroded), optional global signal (``preprocessing.func.global_signal``),
