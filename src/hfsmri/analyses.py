@@ -52,7 +52,7 @@ PREPROCESSING_DEFAULTS: dict[str, dict] = {
     "dwi": {"b0_threshold": 50},
     "func": {"dummy_scans": 5, "resolution": 3, "band": [0.01, 0.08], "global_signal": False,
              "scrubbing": False, "fd_scrub_threshold": 0.5, "max_mean_fd": 0.2,
-             "exclude_high_motion": False},
+             "exclude_high_motion": False, "slice_timing": "auto"},
 }
 
 #: ``voxelwise_clinical``: clinical-score correlations as voxel-wise maps for every score (true),

@@ -248,7 +248,7 @@ def run_bids_app(args) -> int:
     validate_bids_app_args(args)
     if args.analysis_level == "group" and args.study is None:
         raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
-    study = Study.from_bids(args.bids_dir, args.study)
+    study = Study.from_bids(args.bids_dir, args.study, level=args.analysis_level)  # group sizes: group level only
     dataset = discover(args.bids_dir, args.participant_label, args.session_label, args.derivatives)
     if args.participant_label:
         wanted = {s.replace("sub-", "") for s in args.participant_label}

@@ -116,8 +116,9 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     from .bids import validate_inputs
 
     summary: dict = {"subject": ctx.subject, "session": ctx.session, "flipped": ctx.flip, "stages": {}}
-    dummy = int(ctx.preprocessing.get("func", {}).get("dummy_scans", 5))
-    problems = validate_inputs(ctx.inputs, dummy_scans=dummy, read_data=True)
+    fpre = ctx.preprocessing.get("func", {})
+    problems = validate_inputs(ctx.inputs, dummy_scans=int(fpre.get("dummy_scans", 5)), read_data=True,
+                               slice_timing=fpre.get("slice_timing", "auto"))
     if problems:
         raise HfsmriError("; ".join(str(p) for p in problems))
     failures = []
@@ -176,12 +177,14 @@ def check_dataset(study, dataset: Dataset, options: RunOptions) -> dict:
     """
     from .bids import validate_inputs
 
-    dummy = int(study.preprocessing.get("func", {}).get("dummy_scans", 5))
+    fpre = study.preprocessing.get("func", {})
+    dummy = int(fpre.get("dummy_scans", 5))
     skipped, messages = {}, []
     for key, si in list(dataset.inputs.items()):
         if si.subject not in study.participants.index:
             continue
-        problems = validate_inputs(si, dummy_scans=dummy, read_data=False)
+        problems = validate_inputs(si, dummy_scans=dummy, read_data=False,
+                                   slice_timing=fpre.get("slice_timing", "auto"))
         if problems:
             reason = "; ".join(str(p) for p in problems)
             messages.extend(str(p) for p in problems)

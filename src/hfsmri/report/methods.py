@@ -162,9 +162,13 @@ def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str
     if name == "dti":
         fit = str(g("fit", "wls")).upper()
         return (f"Diffusion tensors {c('basser')} were fitted by {fit} {c('wls') if fit == 'WLS' else ''} with "
-                f"dipy-compatible conventions {c('dipy')} to volumes with b ≤ {_fmt(g('bmax', 1500))} s/mm² "
+                f"dipy-compatible conventions {c('dipy')} to the volumes with b ≤ {_fmt(g('bmax', 1500))} s/mm² "
                 f"(b0 threshold {_fmt(g('b0_threshold', dwi.get('b0_threshold', 50)))} s/mm²; motion "
-                f"correction: {_fmt(g('motion_correction', True))}; denoising: {_fmt(g('denoise'))}). Fractional "
+                f"correction: {_fmt(g('motion_correction', True))}; denoising: {_fmt(g('denoise'))}); b0 volumes "
+                "written with b > 0 and a gradient direction entered the fit with their actual b-value and "
+                "direction, as in dipy and FSL dtifit, and for a subject without any diffusion-weighted shell at or "
+                "below the limit the lowest shell would be used (the volumes of each subject's fit are listed in "
+                "its map sidecars, TensorFitVolumes). Fractional "
                 "anisotropy (FA), mean (MD = (λ1+λ2+λ3)/3), axial (AD = λ1) and radial diffusivity "
                 f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {_fmt(g('resolution', 2))} mm. The number "
                 "of diffusion directions of every subject is listed in the QC table.")
@@ -283,9 +287,22 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
     if any(a in analyses for a in ("reho", "alff", "dc", "vmhc", "seed_fc", "ica", "graph")):
+        st = str(func_pre.get("slice_timing", "auto")).lower()
+        st_text = {"false": "Slice-timing correction was not applied. ",
+                   "true": "Slice-timing correction was applied to every run before head-motion estimation",
+                   "auto": "Slice-timing correction was applied before head-motion estimation to the runs whose "
+                           "sidecar gives SliceTiming (runs without it were not corrected; see the QC table)"}
+        st_text = st_text.get(st, st_text["auto"])
+        if st != "false":
+            st_text += (": each slice was shifted to the middle of the acquisition window (as fMRIPrep's default "
+                        "reference) by Fourier interpolation of the mirror-extended series. ")
         sections.append({"title": "Functional preprocessing", "text": (
-            f"The first {_fmt(func_pre.get('dummy_scans', 5))} volumes of each resting-state run were discarded; "
-            "head motion was estimated and framewise displacement (FD) computed as in Power et al. "
+            "When a subject had several resting-state runs, the run with the most volumes was analysed, and of a "
+            "multi-echo run the echo with echo time closest to 30 ms (echoes were not combined); every choice is "
+            "listed in logs/inputs.tsv. "
+            f"The first {_fmt(func_pre.get('dummy_scans', 5))} volumes of each resting-state run were discarded. "
+            + st_text +
+            "Head motion was estimated and framewise displacement (FD) computed as in Power et al. "
             f"{c('power2012')}; runs were registered to MNI space at {_fmt(func_pre.get('resolution', 3))} mm, "
             "nuisance signals regressed out (global signal: "
             f"{_fmt(func_pre.get('global_signal', False))}), band-pass filtered to "
