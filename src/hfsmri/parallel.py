@@ -10,13 +10,23 @@
   (:func:`thread_limits`: the environment variables of :data:`THREAD_ENV`, set before a pool worker
   imports numpy, plus threadpoolctl and ``numba.set_num_threads`` for libraries already loaded), so
   a job gets the same thread count in-process (``nprocs=1``), in a pool worker or on a dask worker.
+  ``NUMBA_NUM_THREADS`` is never changed in a process where numba may have started its thread
+  pool: numba re-reads it before every compilation and raises ``RuntimeError: Cannot set
+  NUMBA_NUM_THREADS ...`` if it differs from the running pool; it is only set in a new worker
+  process before numba is imported there (:func:`_worker_init`); ``numba.set_num_threads`` is the
+  runtime cap everywhere.
   With ``omp_nthreads`` given, that count does not depend on ``nprocs`` (required for
   bit-identical results: BLAS reductions and ITK/ANTs registration depend on the thread count).
 * Memory: each job's estimate (``Job.mem_mb``) bounds the concurrency under ``mem_mb``; the
   estimate and the measured peak resident memory (Linux ``VmHWM``, reset at the job start) are
   logged for every job and returned in :class:`JobResult`.
 * Logs: each job writes ``OUTPUT_DIR/logs/<job name>.log``; failures are collected and reported at
-  the end (or raised at once with ``stop_on_first_crash``).
+  the end (or raised at once with ``stop_on_first_crash``). A job log that cannot be written (full
+  disk) is switched off after its first failed record instead of printing a "Logging error"
+  traceback per record.
+* Storage faults: a job ending with a full disk, an exceeded quota or a read-only file system
+  (:class:`~hfsmri.errors.StorageError` with ``fatal``) stops the run like ``stop_on_first_crash``:
+  every further job would fail the same way.
 """
 from __future__ import annotations
 
@@ -28,13 +38,17 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+#: thread-count variables set for a job (in its process and for processes it starts)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+              "VECLIB_MAXIMUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+#: numba's pool size: fixed when numba's threads start; set only in a fresh worker (:func:`_worker_init`)
+NUMBA_ENV = "NUMBA_NUM_THREADS"
 
 log = logging.getLogger("hfsmri")
 
@@ -61,6 +75,7 @@ class JobResult:
     peak_mb: float | None = None
     log_file: str | None = None
     mem_mb: float | None = None  # the job's memory estimate
+    fatal: bool = False  # full disk / quota / read-only file system: no further job can succeed
 
 
 class JobFailed(RuntimeError):
@@ -110,7 +125,11 @@ def thread_limits(n: int | None):
     * environment variables :data:`THREAD_ENV` (libraries loaded later, ITK when it first starts
       threads, child processes);
     * ``threadpoolctl`` for BLAS / OpenMP runtimes already loaded;
-    * ``numba.set_num_threads`` (numba is imported first so that its pool size is unaffected).
+    * ``numba.set_num_threads`` (the runtime knob; at most the size of numba's pool).
+
+    ``NUMBA_NUM_THREADS`` itself is not touched here, whatever the import order: numba compares it
+    with its running pool before every compilation and fails if it changed (a fresh install, whose
+    kernels are not cached yet, compiles during the job).
 
     Everything is restored on exit. ``n`` None or 0: no change.
     """
@@ -148,6 +167,35 @@ def thread_limits(n: int | None):
                 os.environ[k] = v
 
 
+def _worker_init(omp: int) -> None:
+    """Initializer of a spawned pool worker: thread caps before the job's modules are imported.
+    ``NUMBA_NUM_THREADS`` is set only while numba is not imported in this process (its pool size
+    is then ``omp``); afterwards it is left alone (see :func:`thread_limits`)."""
+    os.environ.update(thread_env(omp))
+    if "numba" not in sys.modules:
+        os.environ[NUMBA_ENV] = str(max(1, int(omp)))
+
+
+class _JobLogHandler(logging.FileHandler):
+    """The job's log file; after the first record that cannot be written (disk full, quota, file
+    system gone) it stays silent instead of printing a "--- Logging error ---" traceback for every
+    further record. The job's own error is reported through its result."""
+
+    failed = False
+
+    def emit(self, record):
+        if self.failed:
+            return
+        super().emit(record)
+
+    def handleError(self, record):  # noqa: N802 - logging API
+        self.failed = True
+        with contextlib.suppress(Exception):
+            if self.stream is not None:
+                self.stream.close()
+        self.stream = None
+
+
 def job_threads() -> dict:
     """Thread settings seen by the current job (for logs and tests): environment caps, numba
     threads and the BLAS/OpenMP pools reported by threadpoolctl."""
@@ -178,11 +226,15 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
     handler = None
     log_file = None
     if log_dir:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
         log_file = str(Path(log_dir) / f"{job.name}.log")
-        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        try:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            handler = _JobLogHandler(log_file, mode="a", encoding="utf-8")
+        except OSError:  # full disk / read-only: the job still runs (and reports the storage fault)
+            handler = None
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > level:
             logger.setLevel(level)
     per_job_peak = _reset_peak()
@@ -200,17 +252,20 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
         return JobResult(job.name, True, value=value, seconds=secs, peak_mb=peak, log_file=log_file,
                          mem_mb=job.mem_mb)
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt in workers
-        from .errors import HfsmriError
+        from .errors import HfsmriError, storage_error
 
         secs = time.perf_counter() - t0
         peak = _peak_mb()
         tb = traceback.format_exc()
+        storage = storage_error(exc)
+        if storage is not None:
+            exc = storage
         msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
         logger.error("%s: failed after %.1f s (%s %.0f MB, estimate %s): %s", job.name, secs, peak_kind, peak,
                      est, msg)
         logger.debug(tb)
         return JobResult(job.name, False, error=msg, traceback=tb, seconds=secs, peak_mb=peak,
-                         log_file=log_file, mem_mb=job.mem_mb)
+                         log_file=log_file, mem_mb=job.mem_mb, fatal=bool(storage is not None and storage.fatal))
     finally:
         if handler is not None:
             logger.removeHandler(handler)
@@ -247,6 +302,8 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         registration is reproducible only at a fixed thread count).
     scheduler : dask.distributed scheduler address; when given the jobs run there.
     stop_on_first_crash : raise :class:`JobFailed` at the first failure (pending jobs cancelled).
+        A storage fault (``JobResult.fatal``: full disk, quota, read-only file system) always
+        stops the run this way.
     """
     if not jobs:
         return []
@@ -266,7 +323,7 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         for job in _progress(jobs, progress):
             res = run_one(job, log_dir, level, omp)
             results.append(res)
-            if not res.ok and stop_on_first_crash:
+            if not res.ok and (stop_on_first_crash or res.fatal):
                 raise JobFailed(res)
         return results
     return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
@@ -297,7 +354,8 @@ class _Lane:
     def run(self, job: Job, log_dir, level, omp) -> JobResult:
         if self.pool is None or self.n >= self.max_jobs:
             self.close()
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx)
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx, initializer=_worker_init,
+                                            initargs=(omp,))
         self.n += 1
         fut = self.pool.submit(run_one, job, log_dir, level, omp)
         try:
@@ -323,7 +381,8 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
     worker, a fresh process per job pays the imports every time."""
     import threading
 
-    # Children inherit the environment at spawn time: cap threads before numpy is imported there.
+    # Children inherit the environment at spawn time: cap threads before numpy is imported there
+    # (NUMBA_NUM_THREADS is set by the worker's initializer, never in this process).
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update(thread_env(omp))
     ctx = mp.get_context("spawn")
@@ -360,7 +419,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
                     results[i] = res
                     if bar is not None:
                         bar.update(1)
-                    if not res.ok and stop_on_first_crash:
+                    if not res.ok and (stop_on_first_crash or res.fatal):
                         for f in pending:
                             f.cancel()
                         raise JobFailed(res)
@@ -395,22 +454,32 @@ def connect(address: str, timeout: float = 30.0):
 
 
 def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
+    """Submit every job to the dask cluster. Each future is released as soon as its result is
+    here: a finished job's result then lives only on the client, so the loss of the worker that
+    ran it does not make the scheduler run that subject again. A job whose worker dies while it
+    runs is re-run by dask on another worker (up to ``distributed.scheduler.allowed-failures``
+    times); the re-run resumes from the outputs already written (skip-if-done)."""
     from distributed import as_completed
 
     client = address if not isinstance(address, str) else connect(address)
     try:
-        futures = [client.submit(run_one, job, log_dir, level, omp, key=f"hfsmri-{job.name}-{i}", pure=False)
-                   for i, job in enumerate(jobs)]
-        index = {f.key: i for i, f in enumerate(futures)}
+        futures = {f"hfsmri-{job.name}-{i}": client.submit(run_one, job, log_dir, level, omp,
+                                                            key=f"hfsmri-{job.name}-{i}", pure=False)
+                   for i, job in enumerate(jobs)}
+        index = {key: i for i, key in enumerate(futures)}
         results: dict[int, JobResult] = {}
-        for fut in as_completed(futures):
+        pending = as_completed(list(futures.values()))
+        for fut in pending:
+            i = index[fut.key]
             try:
                 res = fut.result()
             except BaseException as exc:
-                res = JobResult(jobs[index[fut.key]].name, False, error=f"dask task failed: {exc}")
-            results[index[fut.key]] = res
-            if not res.ok and stop_on_first_crash:
-                client.cancel(futures)
+                res = JobResult(jobs[i].name, False, error=f"dask task failed: {exc}")
+            results[i] = res
+            futures.pop(fut.key, None)
+            fut.release()
+            if not res.ok and (stop_on_first_crash or res.fatal):
+                client.cancel(list(futures.values()))
                 raise JobFailed(res)
         return [results[i] for i in range(len(jobs))]
     finally:
