@@ -57,10 +57,10 @@ def configure_numba() -> str | None:
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
-    d = numba_cache_dir()
-    try:
+    try:  # no home directory (container user without passwd entry), read-only home on compute nodes
+        d = numba_cache_dir()
         d.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except (OSError, RuntimeError, KeyError):
         return None
     os.environ["NUMBA_CACHE_DIR"] = str(d)
     import sys

@@ -198,10 +198,11 @@ def check_writable(folder: Path, what: str) -> None:
     """Create ``folder`` if needed and write (then delete) a small probe file in it, so that a
     read-only, full or forbidden folder is one clear :class:`~hfsmri.errors.StorageError` before
     any job starts (``os.access`` misses read-only mounts and full disks)."""
+    import errno
     import tempfile
 
     from .derivatives import _host_tag
-    from .errors import StorageError, storage_error
+    from .errors import STORAGE_ERRNOS, StorageError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,12 +216,10 @@ def check_writable(folder: Path, what: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(probe)
     except OSError as exc:
-        err = storage_error(exc)
-        reason = err.message.split(";")[0].replace("cannot write: ", "") if err is not None else \
-            f"{type(exc).__name__}: {exc.strerror or exc}"
-        raise StorageError(f"{what} is not writable ({reason}); choose a folder you can write to"
-                           + (", or free some space" if err is not None and "space" in reason else ""),
-                           path=folder, errno_=exc.errno) from None
+        reason = STORAGE_ERRNOS[exc.errno][0] if exc.errno in STORAGE_ERRNOS else (exc.strerror or str(exc))
+        hint = "free some space or choose another folder" if exc.errno == errno.ENOSPC else \
+            "choose a folder you can write to"
+        raise StorageError(f"{what} is not writable ({reason}); {hint}", path=folder, errno_=exc.errno) from None
 
 
 def _clean_leftovers(args, out_dir: Path, work: Path, log) -> None:

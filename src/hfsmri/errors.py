@@ -75,18 +75,24 @@ def _storage_errnos() -> dict:
 STORAGE_ERRNOS = _storage_errnos()
 
 
-def storage_error(exc: BaseException, path: str | Path | None = None) -> StorageError | None:
+def storage_error(exc: BaseException, path: str | Path | None = None, where: str | None = None) -> StorageError | None:
     """The :class:`StorageError` for an ``OSError`` caused by the storage (full disk, quota,
-    read-only file system, permissions), naming ``path`` (else the file in the exception);
-    None for any other exception. A StorageError is returned unchanged."""
+    read-only file system, permissions), naming ``path`` (else the file in the exception; else
+    the folders described by ``where``, e.g. "OUTPUT_DIR /x or the work directory /y": a failed
+    ``write()`` does not say which file). None for any other exception. A StorageError naming a
+    file is returned unchanged."""
     if isinstance(exc, StorageError):
+        if exc.path is None and where:
+            return StorageError(exc.message.replace("cannot write:", f"cannot write in {where}:", 1),
+                                errno_=exc.errno, fatal=exc.fatal)
         return exc
     if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
         return None
     what, fatal = STORAGE_ERRNOS[exc.errno]
-    where = path if path is not None else (exc.filename or None)
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         hint = "free some space (or point OUTPUT_DIR / -w elsewhere) and run the same command again: finished work is kept"
     else:
         hint = "choose a folder you can write to"
-    return StorageError(f"cannot write: {what}; {hint}", path=where, errno_=exc.errno, fatal=fatal)
+    target = path if path is not None else (exc.filename or None)
+    place = f" in {where}" if target is None and where else ""
+    return StorageError(f"cannot write{place}: {what}; {hint}", path=target, errno_=exc.errno, fatal=fatal)

@@ -215,13 +215,18 @@ def job_threads() -> dict:
     return out
 
 
-def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None) -> JobResult:
+def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None,
+            scratch: str | Path | None = None) -> JobResult:
     """Run one job in the current process, with its own log file; never raises.
 
     Threads are capped to ``omp_nthreads`` (:func:`thread_limits`) while the job runs, so a job
     gets the same thread count whether it runs in this process, a pool worker or a dask worker.
     The job's memory estimate and its measured peak resident memory are logged and returned.
+    With ``scratch`` (``<WORK_DIR>/tmp``) the job's temporary files go to a private folder there
+    (:func:`hfsmri.scratch.job_tempdir`), deleted when the job ends.
     """
+    from .scratch import job_tempdir
+
     logger = logging.getLogger("hfsmri")
     handler = None
     log_file = None
@@ -242,7 +247,7 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
     peak_kind = "peak memory" if per_job_peak else "process peak memory"
     t0 = time.perf_counter()
     try:
-        with thread_limits(omp_nthreads):
+        with thread_limits(omp_nthreads), job_tempdir(scratch):
             logger.info("%s: start (memory estimate %s, %s thread(s), pid %d)", job.name, est,
                         omp_nthreads or "default", os.getpid())
             value = job.fn(*job.args, **job.kwargs)
@@ -291,7 +296,7 @@ def default_nprocs() -> int:
 def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | None = None,
              log_dir: str | Path | None = None, stop_on_first_crash: bool = False,
              scheduler: str | None = None, mem_mb: float | None = None, progress: bool | None = None,
-             level: int = logging.INFO) -> list[JobResult]:
+             level: int = logging.INFO, scratch: str | Path | None = None) -> list[JobResult]:
     """Run independent jobs; results are returned in the order of ``jobs``.
 
     Parameters
@@ -301,6 +306,8 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
     omp_nthreads : threads per job (default 1: results then do not depend on ``nprocs``; ANTs/ITK
         registration is reproducible only at a fixed thread count).
     scheduler : dask.distributed scheduler address; when given the jobs run there.
+    scratch : folder for the jobs' private temporary folders (``<WORK_DIR>/tmp``; see
+        :mod:`hfsmri.scratch`); None: the process's usual temporary folder.
     stop_on_first_crash : raise :class:`JobFailed` at the first failure (pending jobs cancelled).
         A storage fault (``JobResult.fatal``: full disk, quota, read-only file system) always
         stops the run this way.
@@ -317,16 +324,16 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         log.info("memory limit %.0f MB: running %d job(s) at a time (estimate %.0f MB each)",
                  mem_mb, workers, max(j.mem_mb or 0 for j in jobs))
     if scheduler:
-        return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level)
+        return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level, scratch)
     if workers == 1:
         results = []
         for job in _progress(jobs, progress):
-            res = run_one(job, log_dir, level, omp)
+            res = run_one(job, log_dir, level, omp, scratch)
             results.append(res)
             if not res.ok and (stop_on_first_crash or res.fatal):
                 raise JobFailed(res)
         return results
-    return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
+    return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level, scratch)
 
 
 def _progress(items, enabled):
@@ -351,13 +358,13 @@ class _Lane:
         self.pool: ProcessPoolExecutor | None = None
         self.n = 0
 
-    def run(self, job: Job, log_dir, level, omp) -> JobResult:
+    def run(self, job: Job, log_dir, level, omp, scratch=None) -> JobResult:
         if self.pool is None or self.n >= self.max_jobs:
             self.close()
             self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx, initializer=_worker_init,
                                             initargs=(omp,))
         self.n += 1
-        fut = self.pool.submit(run_one, job, log_dir, level, omp)
+        fut = self.pool.submit(run_one, job, log_dir, level, omp, scratch)
         try:
             return fut.result()
         except BaseException as exc:  # noqa: BLE001 - worker died
@@ -375,7 +382,7 @@ class _Lane:
 JOBS_PER_WORKER = 8
 
 
-def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level) -> list[JobResult]:
+def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level, scratch=None) -> list[JobResult]:
     """``workers`` jobs at a time, each executor thread driving one worker process of its own
     (:class:`_Lane`): a shared ``ProcessPoolExecutor`` would be broken for every job by one dying
     worker, a fresh process per job pays the imports every time."""
@@ -396,7 +403,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
             lane = local.lane = _Lane(ctx, JOBS_PER_WORKER)
             with lock:
                 lanes.append(lane)
-        return lane.run(job, log_dir, level, omp)
+        return lane.run(job, log_dir, level, omp, scratch)
 
     results: dict[int, JobResult] = {}
     bar = None
@@ -453,7 +460,7 @@ def connect(address: str, timeout: float = 30.0):
                           field="--scheduler") from None
 
 
-def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
+def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level, scratch=None) -> list[JobResult]:
     """Submit every job to the dask cluster. Each future is released as soon as its result is
     here: a finished job's result then lives only on the client, so the loss of the worker that
     ran it does not make the scheduler run that subject again. A job whose worker dies while it
@@ -463,7 +470,7 @@ def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[J
 
     client = address if not isinstance(address, str) else connect(address)
     try:
-        futures = {f"hfsmri-{job.name}-{i}": client.submit(run_one, job, log_dir, level, omp,
+        futures = {f"hfsmri-{job.name}-{i}": client.submit(run_one, job, log_dir, level, omp, scratch,
                                                             key=f"hfsmri-{job.name}-{i}", pure=False)
                    for i, job in enumerate(jobs)}
         index = {key: i for i, key in enumerate(futures)}

@@ -107,20 +107,18 @@ def _stage_module(stage: str, level: str):
         raise
 
 
-def run_participant_job(ctx: ParticipantContext, stages: list[str], scratch: Path | None = None) -> dict:
+def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     """Run the stages of one subject; raises at the end if any stage failed.
 
     The subject's images are first read completely (truncated files, NaN, all-zero images are
     reported here, naming the file, before any output is written). Leftover temporaries of a
     killed earlier attempt at this subject are removed first (a job re-run by dask after its
-    worker died); the job's temporary files go to a private folder under ``scratch``
-    (:func:`hfsmri.scratch.job_tempdir`). A full disk (or quota, read-only file system) ends the
-    job at once with that one error.
+    worker died). A full disk (or quota, read-only file system) ends the job at once with that
+    one error.
     """
     from .bids import validate_inputs
     from .derivatives import remove_stale_temporaries
     from .errors import storage_error
-    from .scratch import job_tempdir
 
     summary: dict = {"subject": ctx.subject, "session": ctx.session, "flipped": ctx.flip, "stages": {}}
     dummy = int(ctx.preprocessing.get("func", {}).get("dummy_scans", 5))
@@ -131,23 +129,22 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str], scratch: Pat
     for p in remove_stale_temporaries(sub_dir):
         ctx.log.info("removed a temporary file left by an interrupted run: %s", p.name)
     failures = []
-    with job_tempdir(scratch):
-        for stage in stages:
-            ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
-            try:
-                mod = _stage_module(stage, "participant")
-                from .spatial.registration import ants_seed  # every ANTs call of the job gets --random-seed
+    for stage in stages:
+        ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
+        try:
+            mod = _stage_module(stage, "participant")
+            from .spatial.registration import ants_seed  # every ANTs call of the job gets --random-seed
 
-                with ants_seed(ctx.seed):
-                    summary["stages"][stage] = mod.run(ctx) or {}
-            except Exception as exc:  # one stage failing must not hide the others' results
-                fatal = storage_error(exc)
-                if fatal is not None and fatal.fatal:  # the other stages cannot write either
-                    raise fatal from None
-                msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
-                ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
-                failures.append(f"{stage}: {msg}")
-                summary["stages"][stage] = {"error": msg}
+            with ants_seed(ctx.seed):
+                summary["stages"][stage] = mod.run(ctx) or {}
+        except Exception as exc:  # one stage failing must not hide the others' results
+            fatal = storage_error(exc, where=f"OUTPUT_DIR {ctx.out.root} or the work directory {ctx.work_dir}")
+            if fatal is not None and fatal.fatal:  # the other stages cannot write either
+                raise fatal from None
+            msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
+            ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
+            failures.append(f"{stage}: {msg}")
+            summary["stages"][stage] = {"error": msg}
     path = sub_dir / (f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
     ctx.out.save_json(summary, path)
     if failures:
@@ -222,8 +219,6 @@ def work_root(output_dir: str | Path, work_dir: str | Path | None = None) -> Pat
 
 def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOptions) -> list[Job]:
     """One :class:`~hfsmri.parallel.Job` per subject/session that has something to run."""
-    from .scratch import scratch_root
-
     analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
     seed = resolve_seed(study, options)
     root = work_root(out.root, options.work_dir)
@@ -241,17 +236,19 @@ def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOpti
             work_dir=root / si.key, analyses=analyses,
             preprocessing=study.preprocessing, flip=study.flipped(sub), seed=seed,
             omp_nthreads=options.omp_nthreads or 1)
-        jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages, scratch_root(root)),
-                        mem_mb=estimate_job_mb(si)))
+        jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages), mem_mb=estimate_job_mb(si)))
     return jobs
 
 
 def run_participant_level(study, dataset: Dataset, out: Derivatives, options: RunOptions):
     jobs = plan_participant(study, dataset, out, options)
     log.info("participant level: %d job(s): %s", len(jobs), ", ".join(j.name for j in jobs) or "none")
+    from .scratch import scratch_root  # each job's temporaries: a private folder in <WORK_DIR>/tmp
+
     results = run_jobs(jobs, nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
                        log_dir=out.logs_dir, stop_on_first_crash=options.stop_on_first_crash,
-                       scheduler=options.scheduler, mem_mb=options.mem_mb, level=options.log_level)
+                       scheduler=options.scheduler, mem_mb=options.mem_mb, level=options.log_level,
+                       scratch=scratch_root(work_root(out.root, options.work_dir)))
     return results
 
 
@@ -343,6 +340,13 @@ def damaged_participant_outputs(out: Derivatives, stage: str) -> list[str]:
     return damaged
 
 
+def _subject_of(text: str) -> str:
+    import re
+
+    found = re.findall(r"(?:^|/)(sub-[A-Za-z0-9]+)/", text)  # the last one: OUTPUT_DIR/sub-X/...
+    return found[-1] if found else "that subject"
+
+
 def _read_marker(path: Path) -> dict:
     """A group stage's marker ``{"key", "results", "outputs"}``; empty when missing or unreadable."""
     import json
@@ -394,8 +398,11 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
             log.info("group level: %s stage", stage)
             try:
                 damaged = damaged_participant_outputs(out, stage)
+                if len(damaged) == 1:
+                    raise HfsmriError(f"participant output {damaged[0]}; run the participant level again for "
+                                      f"{_subject_of(damaged[0])} (it recomputes the damaged output)")
                 if damaged:
-                    raise HfsmriError(f"{len(damaged)} participant output(s) are truncated or corrupt; run the "
+                    raise HfsmriError(f"{len(damaged)} participant outputs are truncated or corrupt; run the "
                                       "participant level again for these subjects (it recomputes them):\n    "
                                       + "\n    ".join(damaged))
                 results[stage] = _stage_module(stage, "group").run(gctx) or {}
