@@ -65,7 +65,7 @@ from .vbm import masked_average_warp, modulate, smooth
 
 ANAT_DEFAULTS = {"template_resolution": 2, "registration": "SyN", "brain_extraction": "template",
                  "bet_margin_mm": 5.0, "longitudinal": "midspace", "profile": "standard"}
-STAGE_VERSION = "5"
+STAGE_VERSION = "6"  # 6: NIfTI-stable ANTs geometry, robust FOV, multi-start affine (issue 19)
 # ``preprocessing.anat.profile`` (docs/anatomy.md has the speed/accuracy table):
 #   standard: Atropos twice (affine priors -> tissue SyN -> SyN priors), SyN 40x20x0;
 #   fast:     one Atropos pass (affine priors; it drives the SyN and is the final segmentation),
