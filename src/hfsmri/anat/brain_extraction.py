@@ -5,7 +5,9 @@ whole-head image is registered affinely to the (skull-stripped) MNI152 2009 T1 t
 metric restricted to the template brain mask dilated by ``margin_mm`` (5 mm; so scalp, skull and
 neck do not drive the fit; multi-resolution schedule capped at 12 mm voxels, see
 :func:`affine_schedule`); the template brain mask is then mapped back to the native grid and checked
-for plausibility (adult volume, inside the head; otherwise alternatives are tried). The mask is
+for plausibility (adult volume, inside the head) and likeness to the template (otherwise several
+starts are tried, among them the best rotations of an exhaustive search: any head pose). Before
+the affine, a robustfov-like crop removes neck and shoulders. The mask is
 refined later by the deformable (SyN) registration of the participant stage (the template mask
 through the full inverse transform). Nothing is downloaded: only nilearn's bundled template is used.
 
@@ -141,14 +143,21 @@ def template_brain_mask(t1, template_t1, template_mask, margin_mm: float = 5.0, 
                         return_info: bool = False):
     """Affine template-based brain extraction of a whole-head T1w, with a plausibility guard.
 
-    1. Affine (Mattes MI, antspyx centre-of-mass initialisation) of the whole head to the template
+    0. Robust field of view (:func:`hfsmri.spatial.initialise.robust_fov`, as FSL ``robustfov``):
+       voxels more than 180 mm below the top of the head (neck, shoulders) are set to 0 and the
+       image is cropped to the head, on the same grid; every registration below uses the crop.
+    1. Affine (Mattes MI, antspyx centre-of-mass initialisation) of the cropped head to the template
        T1, metric restricted to the template brain mask dilated by ``margin_mm``, multi-resolution
        schedule capped at 12 mm voxels (:func:`affine_schedule`).
-    2. Guard (:func:`mask_plausibility`): the mapped-back template mask must have an adult volume
-       (800-2400 ml) and lie inside the head. Otherwise two alternatives are tried (a similarity
-       transform (rigid + isotropic scale) first, then affine; and margin 0) and, among the
-       plausible candidates, the one whose warped T1w correlates best with the template inside the
-       template brain is kept (all candidates if none is plausible).
+    2. Checks: the mapped-back template mask must have an adult volume (800-2400 ml) and lie inside
+       the head (:func:`mask_plausibility`), and the registered head must look like the template
+       (Pearson correlation inside the template brain >= :data:`MIN_TEMPLATE_CORRELATION`). If
+       not, several starts are tried in turn until one passes both: the best three rotations of an
+       exhaustive coarse search (:func:`hfsmri.spatial.initialise.rotation_search`, any head pose
+       within +-90 deg about each axis), then, for an implausible mask, a similarity transform
+       (rigid + isotropic scale) first, then affine, and margin 0. If none passes, the plausible
+       candidate that correlates best with the template is kept (all candidates if none is
+       plausible).
 
     Parameters
     ----------
@@ -205,25 +214,31 @@ def template_brain_mask(t1, template_t1, template_mask, margin_mm: float = 5.0, 
         chk["similarity"] = _template_similarity(moving, tr, template_t1, template_mask)
         return tr, mask, chk
 
+    def good(c):
+        return c["ok"] and c["similarity"] >= MIN_TEMPLATE_CORRELATION
+
     tried = {}
     tr, mask, chk = run("affine")
     tried["affine"] = (tr, mask, chk)
-    poor = chk["similarity"] < MIN_TEMPLATE_CORRELATION
-    if not chk["ok"] or poor:
-        # several starts: the best rotations of an exhaustive coarse search (any head pose), and,
-        # for an implausible mask, the similarity-first and margin-0 alternatives
+    if not good(chk):
+        # several starts, in order until one is good: the best rotations of an exhaustive coarse
+        # search (any head pose), then (for an implausible mask) the similarity-first and margin-0
+        # alternatives; if none is good, the most template-like plausible candidate is kept
         from ..spatial.initialise import rotation_search
         from .midspace import write_ants_affine
 
-        starts = rotation_search(template_t1, fixed_mask(margin_mm), moving, moving_head)
-        for k, st in enumerate(starts, 1):
-            init = write_ants_affine(st["map"], out_dir / f"{prefix}search{k}_start.mat")
-            tried[f"search{k}"] = run(f"search{k}", init=[init])
-        if not chk["ok"]:
-            for name in ("similarity", "margin0"):
-                tried[name] = run(name)
+        starts = rotation_search(template_t1, fixed_mask(margin_mm), moving, moving_head, fixed_brain=tm)
+        names = [f"search{k}" for k in range(1, len(starts) + 1)] + ([] if chk["ok"] else ["similarity", "margin0"])
+        for name in names:
+            init = None
+            if name.startswith("search"):
+                st = starts[int(name[6:]) - 1]
+                init = [write_ants_affine(st["map"], out_dir / f"{prefix}{name}_start.mat")]
+            tried[name] = run(name, init=init)
+            if good(tried[name][2]):
+                break
         ok = {k: v for k, v in tried.items() if v[2]["ok"]} or tried
-        best = max(ok, key=lambda k: ok[k][2]["similarity"])
+        best = max(ok, key=lambda k: (good(ok[k][2]), ok[k][2]["similarity"]))
         tr, mask, chk = tried[best]
     else:
         best = "affine"

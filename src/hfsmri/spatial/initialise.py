@@ -116,19 +116,36 @@ def start_map(rotation: np.ndarray, c_fixed, c_moving, shift=(0.0, 0.0, 0.0)) ->
     return M
 
 
-def rotation_search(fixed, fixed_mask, moving, moving_mask=None, max_deg: float = 90.0, step_deg: float = 30.0,
-                    shifts_mm=(-10.0, 0.0, 10.0), lattice_mm: float = 6.0, smooth_mm: float = 4.0,
-                    n_best: int = 3) -> list[dict]:
+SCALP_MM = 16.0  # scalp + skull at the vertex (Colin27: head top z = 103 mm, brain top 84 mm)
+SLAB_MM = 90.0   # depth below the brain's top whose centroid pins the start (cranium, never the neck)
+
+
+def _slab_centre(points: np.ndarray, top_offset_mm: float) -> np.ndarray:
+    """Centre of a head/brain point cloud (3, n), in its own frame: x, y = centroid of the points
+    within ``SLAB_MM`` below ``top - top_offset_mm``; z = that level minus ``SLAB_MM`` / 2."""
+    top = points[2].max() - top_offset_mm
+    slab = points[2] >= top - SLAB_MM
+    return np.array([points[0, slab].mean(), points[1, slab].mean(), top - SLAB_MM / 2.0])
+
+
+def rotation_search(fixed, fixed_mask, moving, moving_mask=None, fixed_brain=None, max_deg: float = 90.0,
+                    step_deg: float = 30.0, shifts_mm=(-10.0, 0.0, 10.0), lattice_mm: float = 6.0,
+                    smooth_mm: float = 4.0, n_best: int = 3) -> list[dict]:
     """Best rigid starting points of ``moving`` on ``fixed`` by exhaustive search (module doc).
 
     Parameters
     ----------
     fixed, fixed_mask : template image and the mask where the metric is evaluated (nibabel).
     moving : native image (nibabel; e.g. the :func:`robust_fov` crop of an N4 whole head).
-    moving_mask : optional mask for the moving centre of mass.
+    moving_mask : the head (everything but air) on the moving grid. With it and ``fixed_brain``
+        (the template's brain mask), each start pins the top of the head (minus ``SCALP_MM``) to the
+        top of the template brain and the centroid of the cranium (the ``SLAB_MM`` below) to that of
+        the template brain, in the frame of the start's rotation: a neck, shoulders or a face in the
+        field of view do not move this centre, as they move a centre of mass. Without them the
+        centres of mass are aligned.
     max_deg, step_deg : rotation grid about each axis (degrees).
-    shifts_mm : shifts along world z added to the centre-of-mass alignment (the centre of mass of
-        a head with skull and face lies ~5-10 mm below and in front of the brain's).
+    shifts_mm : shifts along the start's superior axis added to the centre alignment (the scalp's
+        thickness varies; centres of mass of a head with face lie below the brain's).
     lattice_mm : spacing of the fixed-mask sample points; ``smooth_mm`` Gaussian FWHM applied to
         both images first.
     n_best : number of starts returned (distinct rotations, best first).
@@ -143,10 +160,8 @@ def rotation_search(fixed, fixed_mask, moving, moving_mask=None, max_deg: float 
     ma = np.asarray(moving.affine, float)
     fdat = np.asarray(fixed.dataobj, dtype=np.float32)
     mdat = np.asarray(moving.dataobj, dtype=np.float32)
-    fsig = smooth_mm / 2.3548 / voxel_sizes(fixed)
-    msig = smooth_mm / 2.3548 / voxel_sizes(moving)
-    fs = ndi.gaussian_filter(fdat, fsig)
-    ms = ndi.gaussian_filter(mdat, msig)
+    fs = ndi.gaussian_filter(fdat, smooth_mm / 2.3548 / voxel_sizes(fixed))
+    ms = ndi.gaussian_filter(mdat, smooth_mm / 2.3548 / voxel_sizes(moving))
     # fixed sample points on a lattice inside the mask
     step = np.maximum(1, np.round(lattice_mm / voxel_sizes(fixed)).astype(int))
     fm = np.asarray(as_nib(fixed_mask).dataobj) > 0
@@ -155,15 +170,26 @@ def rotation_search(fixed, fixed_mask, moving, moving_mask=None, max_deg: float 
     ijk = np.array(np.nonzero(fm & sub), dtype=float)
     xf = fa[:3, :3] @ ijk + fa[:3, 3][:, None]
     vf = fs[fm & sub]
-    c_f = centre_of_mass_mm(fdat, fa, fm)
-    c_m = centre_of_mass_mm(mdat, ma, moving_mask)
+    pinned = moving_mask is not None and fixed_brain is not None
+    if pinned:
+        fb = np.asarray(as_nib(fixed_brain).dataobj) > 0
+        c_f = _slab_centre(fa[:3, :3] @ np.array(np.nonzero(fb), float) + fa[:3, 3][:, None], 0.0)
+        hm = np.asarray(moving_mask, bool)
+        hstep = max(1, int(round(4.0 / float(voxel_sizes(moving).min()))))  # ~4 mm point cloud
+        hsub = np.zeros_like(hm)
+        hsub[::hstep, ::hstep, ::hstep] = True
+        head_pts = ma[:3, :3] @ np.array(np.nonzero(hm & hsub), float) + ma[:3, 3][:, None]
+    else:
+        c_f = centre_of_mass_mm(fdat, fa, fm)
+        c_com = centre_of_mass_mm(mdat, ma, moving_mask)
     inv_m = np.linalg.inv(ma)
     angles = np.arange(-max_deg, max_deg + 1e-6, step_deg)
     results = []
     for deg in itertools.product(angles, angles, angles):
         R = euler_rotation(deg)
+        c_m = R @ _slab_centre(R.T @ head_pts, SCALP_MM) if pinned else c_com
         for dz in shifts_mm:
-            M = start_map(R, c_f, c_m, (0.0, 0.0, dz))
+            M = start_map(R, c_f, c_m, R @ np.array([0.0, 0.0, dz]))
             vox = (inv_m @ M)[:3, :3] @ xf + (inv_m @ M)[:3, 3][:, None]
             vm = ndi.map_coordinates(ms, vox, order=1, mode="constant", cval=0.0)
             results.append({"map": M, "nmi": normalised_mi(vf, vm), "degrees": tuple(float(d) for d in deg),
