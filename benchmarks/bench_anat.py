@@ -15,10 +15,13 @@ Tables printed:
      profiles, 1 ITK thread: CPU seconds per step, brain-mask Dice against the distributed
      brain-extracted ``ch2bet``, TIV and GM; optionally (``--neck``) the same head with an emulated
      neck and shoulders below it on a 256-slice field of view. Needs the real test data
-     (``HFSMRI_REALDATA`` or ``.cache/realdata``, fetched by ``python tests/fetch_realdata.py``).
+     (``HFSMRI_REALDATA`` or ``.cache/realdata``, fetched by ``python tests/fetch_realdata.py``);
+  6. ``invariance``: the cases of ``tests/anat/test_realhead.py`` (Colin27 at 2 mm under oblique,
+     shifted, reordered headers, anisotropic voxels, int16/float storage; fast profile): brain-mask
+     Dice with the reference header's mask (mapped back) and with ch2bet, TIV and GM ratios.
 
 Timings are wall-clock on whatever machine runs this (noisy on shared machines).
-Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg profiles realhead]
+Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg profiles realhead invariance]
        [--subjects N] [--profiles standard fast] [--neck]
 """
 from __future__ import annotations
@@ -218,6 +221,29 @@ def bench_realhead(profiles, neck: bool):
     return df
 
 
+def bench_invariance():
+    """Same head, every header of the real-head tests (see module doc)."""
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.anat.test_realhead import CASES, run_cases, to_reference
+
+    runs = run_cases(Path(tempfile.mkdtemp(prefix="bench_invariance_")))
+    ref = runs["reference"]
+    m0 = to_reference(ref["mask"], np.eye(4), ref["t1"])
+    print("\n| case | mask Dice vs reference header | Dice vs ch2bet | TIV ml (ratio) | GM ml (ratio) | "
+          "CPU s |\n|---|---|---|---|---|---|")
+    for name in CASES:
+        r = runs[name]
+        m = to_reference(r["mask"], r["rigid"], ref["t1"])
+        s, s0 = r["summary"], ref["summary"]
+        print(f"| {name} | {dice(m, m0):.4f} | {dice(m, runs['ch2bet']):.4f} | {s['tiv_ml']:.0f} "
+              f"({s['tiv_ml'] / s0['tiv_ml']:.4f}) | {s['gm_ml']:.0f} ({s['gm_ml'] / s0['gm_ml']:.4f}) | "
+              f"{s['timing']['total_cpu_s']:.1f} |")
+    return runs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -238,6 +264,9 @@ def main(argv=None):
     if "realhead" in a.parts:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
         bench_realhead(a.profiles, a.neck)
+    if "invariance" in a.parts:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        bench_invariance()
     print(f"peak RSS {_rss_mb():.0f} MB")
 
 

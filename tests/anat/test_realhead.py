@@ -11,6 +11,7 @@ brain-extracted Colin27 (``ch2bet``).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -55,8 +56,10 @@ def acquire(head: nib.Nifti1Image, voxel_mm, dtype) -> nib.Nifti1Image:
     centre = aff[:3, :3] @ ((np.asarray(head.shape[:3]) - 1) / 2.0) + aff[:3, 3]
     new[:3, 3] = centre - new[:3, :3] @ ((shape - 1) / 2.0)
     f = nib.Nifti1Image(np.asarray(head.dataobj, np.float32), head.affine)
-    out = resample_img(f, target_affine=new, target_shape=tuple(int(s) for s in shape), interpolation="linear",
-                       force_resample=True, copy_header=True).get_fdata()
+    with warnings.catch_warnings():  # binary masks are resampled linearly on purpose (then thresholded)
+        warnings.simplefilter("ignore", UserWarning)
+        out = resample_img(f, target_affine=new, target_shape=tuple(int(s) for s in shape),
+                           interpolation="linear", force_resample=True, copy_header=True).get_fdata()
     if np.issubdtype(dtype, np.integer):
         out = np.round(np.clip(out, 0, None) * (np.iinfo(dtype).max * 0.9 / out.max()))
     img = nib.Nifti1Image(out.astype(dtype), new)
@@ -78,29 +81,35 @@ def to_reference(mask_img, header_rigid, reference) -> np.ndarray:
     return out >= 0.5
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def run_cases(tmp, cases=CASES, pre=PRE) -> dict:
+    """The stage on Colin27 under every case of ``cases`` (see module doc); also used by
+    ``benchmarks/bench_anat.py --parts invariance``. Returns {case: {summary, mask, t1, rigid, gm}}
+    and ``"ch2bet"``: the distributed brain mask on the reference case's grid."""
     from hfsmri.anat import participant as P
 
-    tmp = tmp_path_factory.mktemp("realhead")
     head = nib.load(str(R.colin27_head()))
     brain = nib.load(str(R.colin27_brain()))
     bet_mask = nib.Nifti1Image((np.asarray(brain.dataobj) > 0).astype(np.float32), brain.affine)
     out = {}
-    for name, (deg, shift, order, vox, dtype) in CASES.items():
+    for name, (deg, shift, order, vox, dtype) in cases.items():
         t1 = acquire(scanner_view(head, deg, shift, order), vox, dtype)
-        path = tmp / f"sub-{name.replace('_', '')}_T1w.nii.gz"
-        nib.save(t1, str(path))
         sub = name.replace("_", "")
+        path = tmp / f"sub-{sub}_T1w.nii.gz"
+        nib.save(t1, str(path))
         ctx = ParticipantContext(subject=sub, session=None, inputs=SubjectInputs(subject=sub, t1w=path),
                                  out=Derivatives(tmp / "out"), work_dir=tmp / "work" / sub, analyses={},
-                                 preprocessing=PRE, omp_nthreads=1, log=logging.getLogger("test-realhead"))
+                                 preprocessing=pre, omp_nthreads=1, log=logging.getLogger("test-realhead"))
         summary = P.run(ctx)
         out[name] = {"summary": summary, "mask": nib.load(ctx.anat["brain_mask"]), "t1": t1,
                      "rigid": rigid(deg, shift), "gm": nib.load(ctx.anat["gm_probseg"])}
-    ref = out["reference"]["t1"]
+    ref = out[next(iter(cases))]["t1"]
     out["ch2bet"] = to_reference(acquire(bet_mask, (2.0, 2.0, 2.0), np.float32), np.eye(4), ref)
     return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return run_cases(tmp_path_factory.mktemp("realhead"))
 
 
 def test_stored_as_the_cases_say(runs):

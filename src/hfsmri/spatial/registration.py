@@ -178,7 +178,7 @@ def rigid_to_anatomy(moving, t1w, outprefix: str | Path):
     translation within 0.05 mm of the full-resolution fit; docs/fmri_local.md).
     ``moving`` and ``t1w`` are ANTs or nibabel images (or paths), under any header: oblique direction
     cosines, any voxel order or handedness, anisotropic voxels (the fit is in world coordinates;
-    measured on a real head with both headers oblique and a known 12 deg motion: 0.07 mm maximum
+    measured on a real head with both headers oblique and a known 13 deg motion: 0.07 mm maximum
     error over the brain, 0.03 deg; tests/spatial/test_rigid_realhead.py). Start: centres of mass
     (antsRegistration's default). ANTs' stage defaults for ``Rigid`` are kept.
     """
