@@ -77,9 +77,10 @@ AFFINE_LEVELS = ((6, 3, 2100), (4, 2, 1200), (2, 1, 1200), (1, 0, 10))  # antspy
 PLAUSIBLE_TIV_ML = (800.0, 2400.0)  # adult intracranial volumes (mask volume outside -> retry)
 # Pearson correlation of the affinely registered whole-head T1w with the template inside the
 # template brain below which the first (centre-of-mass) start is "poor" and the multi-start rotation
-# search runs: measured on Colin27 (1 mm real head, N4, 2 mm template) 0.65 when registered at any
+# search runs: measured on Colin27 (real head, N4, resampled to 2 mm) 0.65 when registered at any
 # header rotation up to 30 deg, 0.16-0.26 when the affine locked into a wrong pose (45-90 deg);
-# simulated heads 0.8-0.9 (docs/anatomy.md). A false alarm only costs time (the best start is kept).
+# simulated whole heads 0.71-0.75 (docs/anatomy.md). A false alarm only costs time (the best
+# start is kept).
 MIN_TEMPLATE_CORRELATION = 0.5
 
 
