@@ -86,7 +86,7 @@ class HeadParams:
                    fat=float(np.clip(np.exp(rng.normal(0.0, 0.3)), 0.5, 2.0)),
                    neck_fat=float(np.clip(np.exp(rng.normal(0.0, 0.35)), 0.5, 2.2)),
                    neck=float(np.clip(rng.normal(neck_mean, 0.04), 0.85, 1.15)),
-                   marrow=float(np.clip(rng.uniform(0.45, 0.75) + 0.08 * age_n, 0.35, 0.9)),
+                   marrow=float(np.clip(rng.uniform(0.55, 0.85) + 0.08 * age_n, 0.4, 0.95)),
                    fat_int=float(rng.uniform(1.2, 1.45)), phase=tuple(rng.uniform(0.0, 6.3, 2)),
                    texture=smooth_field(rng, TEXTURE_FWHM_MM, grid, n=2), grid=grid)
 
@@ -182,10 +182,11 @@ def head_fractions(x_mni: np.ndarray, d_brain: np.ndarray, params: HeadParams, v
     p = params
     yc_all = cord_y(Z)
     # ---------------------------------------------------------------- body surface
-    temporal = np.exp(-(((np.abs(X) - 62.0) / 22.0) ** 2 + ((Y + 2.0) / 38.0) ** 2 + ((Z - 5.0) / 30.0) ** 2))
-    r_scalp = (19.0 + 7.0 * temporal) * p.scalp
+    temporal = np.exp(-(((np.abs(X) - 62.0) / 22.0) ** 2 + ((Y + 2.0) / 38.0) ** 2 + ((Z + 10.0) / 25.0) ** 2))
+    r_scalp = (17.0 + 4.0 * temporal) * p.scalp
     body = D - r_scalp
     body = _smin(body, _ell(X, Y, Z, (0, 38, -68), (62, 46, 52)), 14.0)                 # face
+    body = _smin(body, _ell(X, Y, Z, (0, 0, -72), (68, 50, 36)), 14.0)                  # cheeks, parotid, jaw angle
     body = _smin(body, _ell(np.abs(X), Y, Z, (32, 60, -37), (19, 17, 17)), 6.0)          # eyelids
     body = _smin(body, _ell(X, Y, Z, (0, 88, -50), (11, 12, 20)), 6.0)                  # nose
     body = _smin(body, _ell(X, Y, Z, (0, 97, -62), (9, 8, 8)), 5.0)                     # nose tip
@@ -206,7 +207,7 @@ def head_fractions(x_mni: np.ndarray, d_brain: np.ndarray, params: HeadParams, v
     # ---------------------------------------------------------------- soft tissue by depth
     depth = -body
     neckw = 1.0 / (1.0 + np.exp((Z + 75.0) / 12.0))
-    fat_t = 4.5 * p.fat * (1.0 - neckw) + 7.0 * p.neck_fat * neckw
+    fat_t = 3.0 * p.fat * (1.0 - neckw) + 7.0 * p.neck_fat * neckw
     m_body = inside(body)
     s_skin = above(depth - 2.0)
     s_fat = above(depth - 2.0 - fat_t)
@@ -217,11 +218,13 @@ def head_fractions(x_mni: np.ndarray, d_brain: np.ndarray, params: HeadParams, v
 
     # ---------------------------------------------------------------- cranial vault
     t = p.skull * (1.0 + 0.08 * np.sin(X / 23.0 + p.phase[0]) * np.cos(Y / 31.0 + p.phase[1]))
-    c1 = 2.0 * t
-    b_out = c1 + 5.5 * t
+    c1 = 2.5 * t
+    # the skull base (sphenoid, petrous bones, clivus) is thick: up to 12 mm more under the brain
+    base = np.exp(-((X / 45.0) ** 2 + ((Y + 5.0) / 40.0) ** 2)) / (1.0 + np.exp((Z + 25.0) / 6.0))
+    b_out = c1 + 5.8 * t + 12.0 * base
     vault = above(D - c1) * (1.0 - above(D - b_out))
     P.paint("bone", vault)
-    P.paint("marrow", above(D - c1 - 1.4 * t) * (1.0 - above(D - b_out + 1.4 * t)))
+    P.paint("marrow", above(D - c1 - 1.8 * t) * (1.0 - above(D - b_out + 1.8 * t)))
     P.paint("csf", above(D) * (1.0 - above(D - c1)))
 
     def bone(sd, cortex=1.6):

@@ -114,7 +114,8 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
     ``head``: :class:`~hfsmri.simulate.head.HeadParams` for the full head (face, neck); None = the
     old brain-skull-scalp shells. ``info``: simulated GM and TIV (ml); with a smooth bias model also
     ``bias_field`` (coarse grid data, affine: ground truth); with ``return_classes`` the dominant
-    tissue per voxel (``head_class``: -1 air, 0.. head classes, :data:`BRAIN_CLASS` brain).
+    tissue per voxel (``head_class``: -1 air, 0.. head classes, :data:`BRAIN_CLASS` brain) and its
+    fraction (``head_purity``).
     """
     if acq is None:
         shape, affine = native_grid(resolution_mm, "head", "RAS")
@@ -160,6 +161,9 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
             labels = np.full(y.shape[0], -1, np.int8)
             labels[idx] = head_model.dominant_class(frac)
             labels[brain_full >= 0.5] = BRAIN_CLASS
+            purity = np.zeros(y.shape[0], np.float32)
+            purity[idx] = frac.max(axis=0) * (1.0 - brain_full[idx])
+            purity[labels == BRAIN_CLASS] = brain_full[labels == BRAIN_CLASS]
     info_extra = {}
     if acq is not None and acq.bias is not None:
         from .scanner import BiasField, coarse_grid
@@ -185,4 +189,5 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
     info.update(info_extra)
     if labels is not None:
         info["head_class"] = labels.reshape(shape)
+        info["head_purity"] = purity.reshape(shape)
     return data, affine, info
