@@ -105,8 +105,40 @@ def simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deform", action="store_true", help="no per-subject nonlinear deformation (fast tests)")
     p.add_argument("--n-sites", type=int, default=1, metavar="N")
     p.add_argument("--site-effects", action="store_true", help="add scanner offsets/scaling per site")
+    from .simulate.scanner import SLICE_ORDERS, T1W_DTYPES, USER_PRESET
+
+    g = p.add_argument_group("scanner", "how images are acquired and stored (docs/simulator.md); a preset, "
+                             "then single options that override it")
+    g.add_argument("--scanner", choices=("ideal", "realistic"), default=USER_PRESET,
+                   help="realistic (default): full head with face and neck, tilted head in the coil, oblique "
+                        "headers, mixed storage / voxel sizes / data types, bias field, slice timing; ideal: "
+                        "axis-aligned brain-and-skull images in MNI position (unit tests)")
+    g.add_argument("--full-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="T1w with face, neck and shoulders in a 256 mm field of view")
+    g.add_argument("--head-pose", choices=("ideal", "realistic"), help="head position in the coil")
+    g.add_argument("--oblique-deg", type=float, metavar="DEG", help="largest header rotation (0 = axis-aligned)")
+    g.add_argument("--anisotropy", metavar="none|mixed|I,J,K",
+                   help="voxel size along the stored axes relative to --resolution, e.g. 1,1,1.2")
+    g.add_argument("--t1w-orientation", metavar="mixed|CODE", help="T1w voxel order, e.g. PIR (sagittal), LPS, RAS")
+    g.add_argument("--epi-orientation", metavar="legacy|mixed|CODE", help="DWI/BOLD voxel order, e.g. LAS, LPS")
+    g.add_argument("--t1w-dtype", choices=(*T1W_DTYPES, "mixed"), help="T1w data type (mixed: also a random scale)")
+    g.add_argument("--bias", metavar="legacy|FRACTION", help="T1w bias field half-range, e.g. 0.2 (= ±20 %%)")
+    g.add_argument("--slice-timing", choices=("none", *SLICE_ORDERS, "mixed"), help="BOLD slice acquisition order")
     _add_common(p)
     return p
+
+
+def scanner_from_args(args) -> dict:
+    """The ``scanner`` argument of ``simulate_study`` from the simulate options (preset + overrides)."""
+    spec = {"preset": args.scanner}
+    for key in ("full_head", "head_pose", "oblique_deg", "anisotropy", "t1w_orientation", "epi_orientation",
+                "t1w_dtype", "slice_timing"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.bias is not None:
+        spec["bias"] = args.bias
+    return spec
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -400,7 +432,7 @@ def run_simulate(args) -> int:
     path = simulate_study(args.output_bids_dir, n_patients=args.n_patients, n_controls=args.n_controls,
                           seed=args.seed, sessions=sessions, effects=args.effects, resolution=args.resolution,
                           n_dirs=args.n_dirs, n_volumes=args.n_volumes, deform=not args.no_deform,
-                          n_sites=args.n_sites, site_effects=args.site_effects)
+                          n_sites=args.n_sites, site_effects=args.site_effects, scanner=scanner_from_args(args))
     print(path)
     return 0
 
