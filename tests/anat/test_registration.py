@@ -99,11 +99,32 @@ def test_inverse_maps_template_mask_back(deformed, transforms):
     assert (m & truth).sum() / truth.sum() > 0.97
 
 
-def test_registration_is_deterministic(deformed, tmp_path):
-    a = R.register_to_mni(deformed["t1w"], deformed["tmpl"], "Affine", seed=3, nthreads=1, out_dir=tmp_path / "a")
-    b = R.register_to_mni(deformed["t1w"], deformed["tmpl"], "Affine", seed=3, nthreads=1, out_dir=tmp_path / "b")
+def _affine_parameters(t1w_path, tmpl_path, out_dir):
+    """One registration in a fresh process (ITK fixes its thread pool at first use in a process, so
+    the thread count a test worker started with must not leak in); returns the affine parameters."""
+    import os
+
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     import ants
 
-    pa = ants.read_transform(a.fwd[0]).parameters
-    pb = ants.read_transform(b.fwd[0]).parameters
-    assert np.array_equal(pa, pb)
+    from hfsmri.spatial import registration as reg
+
+    tr = reg.register_to_mni(nib.load(t1w_path), nib.load(tmpl_path), "Affine", seed=3, nthreads=1, out_dir=out_dir)
+    return np.asarray(ants.read_transform(tr.fwd[0]).parameters)
+
+
+def test_registration_is_deterministic(deformed, tmp_path):
+    """Same input, seed and thread count -> identical transform, in two separate processes (as a
+    resumed run is)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    nib.save(deformed["t1w"], tmp_path / "t1w.nii.gz")
+    nib.save(deformed["tmpl"], tmp_path / "tmpl.nii.gz")
+    params = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            params.append(ex.submit(_affine_parameters, str(tmp_path / "t1w.nii.gz"), str(tmp_path / "tmpl.nii.gz"),
+                                    tmp_path / name).result())
+    assert np.array_equal(params[0], params[1])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures as F
+from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
 from .demographics import demographics_table, sides_table
 from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, score_effects,
@@ -349,8 +350,11 @@ def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, u
     n_sig = int(sig.sum())
     maxl = float(np.nanmax(logp)) if logp.size else np.nan
     ref = stat if stat is not None else logp
-    search = np.where(sig, logp, -np.inf) if n_sig else np.nan_to_num(ref, nan=-np.inf)
-    peak = np.unravel_index(int(np.argmax(search)), logp.shape)
+    # the peak is the largest |t| (stats.clusters.significant_peak) inside the significant set, as
+    # the cluster table's top row; without a t map, the largest -log10 p
+    peak = significant_peak(ref, sig) if n_sig else None
+    if peak is None:
+        peak = np.unravel_index(int(np.argmax(np.nan_to_num(np.abs(ref), nan=-np.inf))), logp.shape)
     xyz = (aff @ np.r_[np.array(peak, float), 1.0])[:3]
     summ.update(n_sig_voxels=n_sig, max_logp=maxl, min_p_fwe=10 ** -maxl if np.isfinite(maxl) else np.nan,
                 peak_stat=float(ref[peak]), peak_x=xyz[0], peak_y=xyz[1], peak_z=xyz[2])

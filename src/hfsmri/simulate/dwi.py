@@ -82,7 +82,7 @@ def simulate_dwi(transform: SubjectTransform, z_perp: MniMap, z_par: MniMap, sig
     ``acq``: the :class:`~hfsmri.simulate.scanner.Acquisition` (grid and storage; None = the old
     LAS grid). ``bvecs`` are the gradient directions in the FSL/BIDS convention of the written
     image (image axes, x negated when det(affine) > 0); the signal uses the same directions mapped
-    to world space with :func:`~hfsmri.simulate.scanner.bvecs_to_world`, so any header (oblique,
+    to world space with :func:`~hfsmri.dwi.gradients.bvecs_to_world`, so any header (oblique,
     LPS, RAS, ...) gives a consistent image/bvec pair. ``head``: full-head parameters (scalp,
     eyes, neck signal, :data:`hfsmri.simulate.head.B0` / ``ADC``); None = brain only.
     """
@@ -115,7 +115,7 @@ def simulate_dwi(transform: SubjectTransform, z_perp: MniMap, z_par: MniMap, sig
         # gradient directions in world (RAS) frame: voxel axis 0 runs right-to-left (LAS)
         g_world = bvecs * np.array([-1.0, 1.0, 1.0])
     else:
-        from .scanner import bvecs_to_world
+        from ..dwi.gradients import bvecs_to_world
 
         g_world = bvecs_to_world(bvecs, affine)
     h = g_world @ transform.rotation  # h[k] = R^T g: components in the MNI (fibre) frame

@@ -451,21 +451,6 @@ def store(values: np.ndarray, dtype: str):
 
 
 # ---------------------------------------------------------------- b-vectors (FSL / BIDS convention)
-def _fsl_flip(affine) -> np.ndarray:
-    return np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else np.eye(3)
-
-
-def direction_cosines(affine) -> np.ndarray:
-    a = np.asarray(affine, float)[:3, :3]
-    return a / np.linalg.norm(a, axis=0)
-
-
-def bvecs_to_world(bvecs: np.ndarray, affine) -> np.ndarray:
-    """(n, 3) FSL/BIDS b-vectors (image axes; x negated when det(affine) > 0, as FSL, MRtrix
-    ``-fslgrad`` and BIDS define them) -> (n, 3) unit directions in world (RAS) mm space."""
-    return np.asarray(bvecs, float) @ (direction_cosines(affine) @ _fsl_flip(affine)).T
-
-
-def world_to_bvecs(g_world: np.ndarray, affine) -> np.ndarray:
-    """Inverse of :func:`bvecs_to_world` (direction cosines are orthonormal for simulated grids)."""
-    return np.asarray(g_world, float) @ (direction_cosines(affine) @ _fsl_flip(affine))
+# One owner of the FSL/BIDS b-vector frame: hfsmri.dwi.gradients (fsl_frame). The simulator writes
+# b-vectors with the same functions the DWI stage reads them with.
+from ..dwi.gradients import bvecs_to_world, world_to_bvecs  # noqa: E402,F401

@@ -51,6 +51,19 @@ def local_maxima(stat3d: np.ndarray, region: np.ndarray) -> np.ndarray:
     return idx[order]
 
 
+def significant_peak(stat3d: np.ndarray, significant3d: np.ndarray) -> tuple[int, int, int] | None:
+    """Voxel index of the headline peak of a result: the largest ``|stat|`` (t, z or TFCE) inside
+    the significant set, the first such voxel in C order on exact ties. This is the one rule for
+    "the peak" (the cluster table's top row and the report's sentence both use it); the corrected p
+    is not used, because many voxels share the smallest permutation p. ``None`` if nothing is
+    significant."""
+    sig = np.asarray(significant3d, bool)
+    if not sig.any():
+        return None
+    a = np.where(sig, np.abs(np.nan_to_num(np.asarray(stat3d, float), nan=0.0)), -np.inf)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(a)), a.shape))
+
+
 def cluster_table(stat3d, significant3d, p3d, affine, connectivity: int = 6, n_peaks: int = 3,
                   min_distance_mm: float = 8.0, atlases=("aal", "ho")) -> pd.DataFrame:
     """Table of clusters of ``significant3d`` (see module doc).
