@@ -314,7 +314,8 @@ def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bo
                     except (ValueError, HfsmriError):
                         continue
                     if m.any():
-                        cols[name] = {s: float(np.asarray(arrays[(s, ses)].dataobj)[m].mean()) for s in subjects}
+                        cols[name] = {s: float(np.asarray(arrays[(s, ses)].dataobj)[m].astype(np.float64).mean())
+                                      for s in subjects}
                 tables[ses] = pd.DataFrame(cols)
             summary["rois"] = run_longitudinal_roi(gctx, analysis, metric, tables, out_dir=out_dir)
         write_json_atomic(out_dir / "summary_longitudinal.json", summary)

@@ -77,6 +77,9 @@ def run(gctx) -> dict:
     sessions = list(getattr(study, "sessions", None) or [])
     ses = sessions[0] if sessions else None
     summary: dict = {}
+    excluded = _high_motion(gctx, ses)
+    if excluded:
+        summary["excluded_high_motion"] = excluded
     for a in requested:
         fn = {"seed_fc": _seed_fc, "graph": _graph, "ica": _ica}[a]
         try:
@@ -87,9 +90,24 @@ def run(gctx) -> dict:
     return summary
 
 
+def _high_motion(gctx, ses) -> dict:
+    """Participants left out with ``preprocessing.func.exclude_high_motion`` (baseline mean FD above
+    ``max_mean_fd``), as the local BOLD metrics: label -> reason (stored on ``gctx``)."""
+    from hfsmri.func.group import _func_params, _mean_fd
+
+    fp = _func_params(gctx.study)
+    excluded = {}
+    if fp.get("exclude_high_motion"):
+        lim = float(fp["max_mean_fd"])
+        fd = _mean_fd(gctx.out, [str(s) for s in gctx.study.participants.index], ses)
+        excluded = {s: f"mean FD {v:.3f} mm > {lim} mm" for s, v in fd.items() if v > lim}
+    gctx.conn_excluded = excluded
+    return excluded
+
+
 # ---------------------------------------------------------------------------- helpers
-def _subjects(study) -> list[str]:
-    return [str(s).removeprefix("sub-") for s in study.participants.index]
+def _subjects(study, excluded=()) -> list[str]:
+    return [str(s).removeprefix("sub-") for s in study.participants.index if str(s) not in excluded]
 
 
 def _flipped(study, sub) -> bool:
@@ -165,7 +183,7 @@ def _seed_fc(gctx, res, ses) -> dict:
     flip_to = getattr(study, "flip_to", None)
     flip_to = str(flip_to).upper() if flip_to else None
     seeds = resolve_seeds(p.get("seeds") or (), p.get("spheres") or {})
-    mask, affine, subjects = _group_mask(gctx, _subjects(study), res, ses)
+    mask, affine, subjects = _group_mask(gctx, _subjects(study, getattr(gctx, 'conn_excluded', {})), res, ses)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     out_summary = {}
     for seed in seeds:
@@ -191,8 +209,8 @@ def _seed_fc(gctx, res, ses) -> dict:
         if len(getattr(study, "sessions", None) or []) >= 2:  # pre/post designs (hfsmri.longitudinal)
             from hfsmri.longitudinal import run_longitudinal_maps
             info["longitudinal"] = run_longitudinal_maps(
-                gctx, "seed_fc", f"seed-{name}", lambda s, ses_, n_=name: seed_map_path(gctx.out, s, ses_, res, n_,
-                                                                                       smooth=True),
+                gctx, "seed_fc", f"seed-{name}", lambda s, ses_, n_=name: None if s in getattr(gctx, 'conn_excluded', {}) else
+                seed_map_path(gctx.out, s, ses_, res, n_, smooth=True),
                 flip=True, base_mask=mask, sidecar=side)
         targets = pair_targets(name, seed.base, flip_to)
         if targets:
@@ -200,7 +218,7 @@ def _seed_fc(gctx, res, ses) -> dict:
             for col, spec in targets.items():
                 tm = region_mask(spec, mask_img) & mask
                 if tm.any():
-                    cols[col] = [float(raw[s][tm].mean()) for s in have]
+                    cols[col] = [float(raw[s][tm].astype(np.float64).mean()) for s in have]
             if cols:
                 table = pd.DataFrame(cols, index=have)
                 rois, corr = roi_group(table, study, out_dir, gctx.stats)
@@ -308,6 +326,8 @@ def _graph_longitudinal(gctx, atlas, mat_kind, names, perm, tested: dict) -> dic
     try:
         for folder, cols in tested.items():
             def row(sub, ses_, folder=folder, cols=cols):
+                if sub in getattr(gctx, "conn_excluded", {}):
+                    return None
                 t = tables(sub, ses_)
                 if t is None:
                     return None
@@ -334,7 +354,7 @@ def _graph(gctx, res, ses) -> dict:
     atlas = str(p.get("atlas", "aal"))
     kind = str(p.get("kind", "pearson")).lower()
     mat_kind = "pearson" if kind == "tangent" else kind
-    subjects = [s for s in _subjects(study)
+    subjects = [s for s in _subjects(study, getattr(gctx, 'conn_excluded', {}))
                 if conn_path(gctx.out, s, ses, atlas, mat_kind, "graphauc").exists()]
     if len(subjects) < 4:
         raise InputDataError(f"only {len(subjects)} subjects have graph results for atlas {atlas}")
@@ -486,7 +506,7 @@ def _ica(gctx, res, ses) -> dict:
     p = params_for(gctx.analyses, "ica")
     k = int(p.get("n_components", 20))
     vn = bool(p.get("variance_normalise", True))
-    mask, affine, subjects = _group_mask(gctx, _subjects(study), res, ses)
+    mask, affine, subjects = _group_mask(gctx, _subjects(study, getattr(gctx, 'conn_excluded', {})), res, ses)
     subjects = [s for s in subjects if input_paths(gctx.out, s, ses, res)[0].exists()]
     if len(subjects) < 4:
         raise InputDataError(f"group ICA needs at least 4 subjects with cleaned BOLD, found {len(subjects)}")
