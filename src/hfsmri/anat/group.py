@@ -94,6 +94,9 @@ def _voxelwise(gctx, paths: dict, mask_img, metric_dir: Path, extra: pd.DataFram
     from ..stats.design import clinical_designs, design_from_study
     from ..stats.group_analysis import voxelwise_group
 
+    from ..derivatives import save_nifti_atomic
+
+    save_nifti_atomic(mask_img, Path(metric_dir) / "mask.nii.gz")
     subjects = list(paths)
     design = design_from_study(gctx.study, subjects, extra)
     imgs = [str(paths[str(s).removeprefix("sub-")]) for s in design.subjects]

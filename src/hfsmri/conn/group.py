@@ -145,7 +145,10 @@ def _run_voxelwise(gctx, Y, subjects, mask, affine, out_dir, sidecar) -> dict:
     from hfsmri.stats.design import clinical_designs, design_from_study
     from hfsmri.stats.group_analysis import voxelwise_group
 
+    from hfsmri.derivatives import save_nifti_atomic
+
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
+    save_nifti_atomic(mask_img, Path(out_dir) / "mask.nii.gz")
     design = design_from_study(gctx.study, subjects)
     clusters = voxelwise_group(Y, mask_img, design, out_dir, gctx.stats, sidecar=sidecar)
     n_clusters = {"group": int(len(clusters))}

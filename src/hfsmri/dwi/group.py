@@ -184,6 +184,7 @@ def run(gctx) -> dict:
             arr = fa if metric == "fa" else _load(gctx, subjects, ses, metric, res)
             Y = arr[:, wm].astype(np.float64)
             out_dir = gctx.out.group_dir("dti", metric)
+            _save(mask_img, out_dir / "mask.nii.gz", dict(base_meta, Analysis="dti", Metric=metric))
             for name, design in designs:
                 log.info("dti/%s: %s design, %d subjects, %d voxels", metric, name, len(design.subjects), Y.shape[1])
                 voxelwise_group(Y[_rows(design, subjects)], mask_img, design, out_dir, stats, tfce_setting="3d",
@@ -216,6 +217,7 @@ def run(gctx) -> dict:
             out_dir = gctx.out.group_dir("tbss", metric)
             _save(nib.Nifti1Image(to_volume(sk, vals).astype(np.float32), affine),
                   out_dir / f"all_{metric.upper()}_skeletonised.nii.gz", meta)
+            _save(skel_img, out_dir / "mask.nii.gz", meta)
             for name, design in designs:
                 log.info("tbss/%s: %s design", metric, name)
                 voxelwise_group(vals[_rows(design, subjects)], skel_img, design, out_dir, stats,
