@@ -171,6 +171,61 @@ def save_tsv_atomic(df, path: str | Path, index: bool = False) -> Path:
     return Path(path)
 
 
+#: group result files: kind -> name in ``group/<analysis>/<metric>/`` (``{c}``: the contrast,
+#: ``{M}``: the metric in capitals). :func:`group_path` is the one place group files are named.
+GROUP_FILES = {
+    "t": "contrast-{c}_stat-t_statmap.nii.gz",
+    "tfce": "contrast-{c}_stat-tfce_statmap.nii.gz",
+    "fwe": "contrast-{c}_desc-fwe_logp.nii.gz",
+    "voxelfwe": "contrast-{c}_desc-voxelfwe_logp.nii.gz",
+    "clusterfwe": "contrast-{c}_desc-clusterfwe_logp.nii.gz",
+    "uncorrected": "contrast-{c}_desc-uncorrected_logp.nii.gz",
+    "fdr": "contrast-{c}_desc-fdr_logp.nii.gz",
+    "clusters": "contrast-{c}_clusters.tsv",
+    "edges": "contrast-{c}_edges.tsv",                  # graph/edges, graph/nbs
+    "components": "contrast-{c}_components.tsv",        # graph/nbs
+    "mask": "mask.nii.gz",
+    "mask_longitudinal": "mask_longitudinal.nii.gz",
+    "rois": "rois.tsv",
+    "correlations": "correlations.tsv",
+    "values": "values.tsv",
+    "rois_longitudinal": "rois_longitudinal.tsv",
+    "summary": "summary.json",
+    "summary_longitudinal": "summary_longitudinal.json",
+    "skeletonised": "all_{M}_skeletonised.nii.gz",      # tbss/<metric>
+    "mean_fa": "mean_FA.nii.gz",                        # tbss/
+    "skeleton": "mean_FA_skeleton_mask.nii.gz",         # tbss/
+    "ica_maps": "components.nii.gz",                    # ica/
+    "ica_labels": "components.tsv",                     # ica/
+    "func_qc": "func_qc.tsv",                           # group/
+    "group_summary": "group_summary.json",              # group/
+    "stage_marker": ".{c}_done.json",                   # group/ (``contrast`` = the stage)
+}
+#: the −log10 p / statistic map kinds of one contrast
+CONTRAST_MAPS = ("t", "tfce", "fwe", "voxelfwe", "clusterfwe", "uncorrected", "fdr")
+
+
+def group_path(root: str | Path, analysis: str | None = None, metric: str | None = None,
+               contrast: str | None = None, kind: str = "fwe") -> Path:
+    """``OUTPUT_DIR/group/[<analysis>/[<metric>/]]<file>`` of a group result (nothing is created).
+
+    ``kind``: a key of :data:`GROUP_FILES`; ``contrast``: the design's contrast name (e.g.
+    ``patient-gt-control``) for the per-contrast kinds. Every writer and reader of group results
+    goes through this function, so that renaming a group file means changing it here only.
+    """
+    if kind not in GROUP_FILES:
+        raise HfsmriError(f"unknown group file kind {kind!r}; known: {', '.join(GROUP_FILES)}", field="kind")
+    pattern = GROUP_FILES[kind]
+    if "{c}" in pattern and not contrast:
+        raise HfsmriError(f"group file kind {kind!r} needs a contrast", field="contrast")
+    d = Path(root) / "group"
+    if analysis:
+        d = d / _check_name("analysis", analysis)
+        if metric:
+            d = d / _check_name("metric", metric)
+    return d / pattern.format(c=contrast, M=str(metric or "").upper())
+
+
 def sidecar_path(path: str | Path) -> Path:
     p = Path(path)
     name = p.name
@@ -246,6 +301,11 @@ class Derivatives:
              ext: str = ".nii.gz") -> Path:
         """Full path of a participant-level derivative (folder created lazily on write)."""
         return self.subject_dir(sub, ses, datatype) / self.filename(sub, ses, suffix, space, res, entities, ext)
+
+    def group_path(self, analysis: str | None = None, metric: str | None = None, contrast: str | None = None,
+                   kind: str = "fwe") -> Path:
+        """Path of a group result file (:func:`group_path`; the folder is created on write)."""
+        return group_path(self.root, analysis, metric, contrast, kind)
 
     def group_dir(self, analysis: str, metric: str | None = None) -> Path:
         """``OUTPUT_DIR/group/<analysis>/<metric>/`` (created)."""

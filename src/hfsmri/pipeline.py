@@ -7,7 +7,8 @@ anatomical stage also runs whenever a T1w exists and any modality is requested, 
 stages reuse its T1w -> MNI transform. A failing stage does not stop the other stages of that
 subject; the job reports every failure at the end.
 
-Group level: each stage package with requested analyses gets a :class:`GroupContext`.
+Group level: the group runner (:func:`hfsmri.group.run_stage`) runs the requested analyses of each
+stage with one :class:`GroupContext`.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class GroupContext:
     scheduler: str | None = None
     work_dir: Path | None = None
     participant_summaries: dict = field(default_factory=dict)
+    client: Any = None   # dask.distributed client of --scheduler (permutation blocks), or None
 
     def __post_init__(self):
         if self.log is None:
@@ -294,9 +296,10 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                         nprocs=options.nprocs or 1, scheduler=options.scheduler,
                         work_dir=Path(options.work_dir) if options.work_dir else out.root / "work")
     results, failures, reused = {}, [], []
-    from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
+    from .group import run_stage
+    from .parallel import client_for  # permutation blocks run as Dask tasks with --scheduler
 
-    with use_scheduler(options.scheduler):
+    with client_for(options.scheduler) as gctx.client:
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
@@ -308,7 +311,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                 continue
             log.info("group level: %s stage", stage)
             try:
-                results[stage] = _stage_module(stage, "group").run(gctx) or {}
+                results[stage] = run_stage(gctx, stage)
                 outputs = sorted(a for a in analyses if STAGE_OF.get(a) == stage
                                  and (out.root / "group" / a).is_dir())
                 out.save_json({"key": key, "results": results[stage], "outputs": outputs}, marker)

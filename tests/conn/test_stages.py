@@ -61,7 +61,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
-    from hfsmri.conn import group, participant
+    from hfsmri.conn import participant
+    from hfsmri.group import run_stage
 
     root = tmp_path_factory.mktemp("conn_stage")
     out = Derivatives(root)
@@ -91,7 +92,7 @@ def study_run(tmp_path_factory):
         summaries[s] = participant.run(ctx)
     gctx = SimpleNamespace(study=study, out=out, analyses=analyses, stats=study.stats, seed=0, nprocs=1,
                            log=logging.getLogger("test"), work_dir=None)
-    gsum = group.run(gctx)
+    gsum = run_stage(gctx, "conn")
     return root, out, study, summaries, gsum
 
 

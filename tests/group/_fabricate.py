@@ -176,8 +176,10 @@ class _Fab:
 
     # -- func
     def func(self, sub, ses, effect, mean_fd):
+        from hfsmri.analyses import ANALYSES
         from hfsmri.func.participant import METRICS, metric_path, qc_path
-        from hfsmri.func.group import GROUP_DESC
+
+        group_desc = ANALYSES["reho"].metrics[0].map.entities["desc"]   # the version the group level reads
 
         qc = {"participant_id": f"sub-{sub}", "session": ses or "n/a", "mean_fd": mean_fd,
               "max_fd": 3 * mean_fd, "high_motion": mean_fd > 0.2}
@@ -187,7 +189,7 @@ class _Fab:
                 z = self._smooth_noise(1.0) * 2.0
                 z[self.region["effect"]] -= 1.2 * effect
                 z = np.where(self.mask, self._native(z, sub), 0.0)
-                self.out.save_nifti(self._img(z), metric_path(self.out, sub, ses, suffix, RES, GROUP_DESC))
+                self.out.save_nifti(self._img(z), metric_path(self.out, sub, ses, suffix, RES, group_desc))
 
     # -- conn
     def conn(self, sub, ses, effect):

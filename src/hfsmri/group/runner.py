@@ -1,0 +1,444 @@
+"""One group runner for every analysis, driven by the specs of :mod:`hfsmri.analyses`.
+
+:func:`run_stage` runs the requested analyses of a participant stage; :func:`run_analysis` turns
+an :class:`~hfsmri.analyses.AnalysisSpec` into :class:`MetricData` (by :func:`collect` from the
+participant outputs its metrics declare, or by the spec's ``derive`` hook for what is built at the
+group level: TBSS skeleton, group ICA, graph tables) and :func:`run_metric` does the rest, the same
+way for every metric:
+
+collect (participants with the inputs, the extra covariates, minus those a QC rule leaves out:
+:mod:`hfsmri.group.inputs`) → align sides (inputs the participant stage did not align are mirrored
+here: :mod:`hfsmri.spatial.flip`) → mask (:class:`~hfsmri.analyses.MaskRule`) → designs
+(:func:`hfsmri.stats.design.designs_for`: the group and clinical designs at the baseline session;
+with ``sessions``, the longitudinal designs on the per-subject changes) → inference
+(:func:`hfsmri.stats.voxelwise.voxelwise`, :func:`hfsmri.stats.roi.roi_tests`) → write
+(:mod:`hfsmri.group.write`; every name from :meth:`~hfsmri.derivatives.Derivatives.group_path`) →
+ROI tables (atlas regions, significant clusters, or the participant ROI table).
+
+Errors: a metric that cannot be analysed (too few participants, unreadable input, a faulty design)
+is recorded under ``{"error": ...}`` and the other metrics still run; :func:`run_stage` then raises
+one :class:`~hfsmri.errors.HfsmriError` listing them. The longitudinal designs never raise (their
+failure is recorded next to the cross-sectional results, which are kept).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..analyses import ANALYSES, MIN_SUBJECTS, STATS_DEFAULTS, of_stage, resolve, setting
+from ..errors import HfsmriError
+from ..spatial import flip
+from ..stats.design import clinical_score_of, designs_for, is_longitudinal, session_pair
+from . import inputs, write
+
+log = logging.getLogger("hfsmri.group")
+
+
+@dataclass
+class MetricData:
+    """One metric's participant data, side-aligned: what :func:`run_metric` analyses.
+
+    Voxel-wise: ``values`` (n_subjects x in-mask voxels, rows in ``subjects`` order) over ``mask``
+    on ``affine``; ``rois`` (name -> 3D bool) are averaged over ``roi_maps`` (participant -> 3D map)
+    and ``cluster_rois`` adds the significant clusters of the group contrasts. ROI tests:
+    ``table`` (participant x ROI). Longitudinal: ``session_map`` / ``session_row``
+    ((participant, session) -> aligned map / ROI row, or None) over ``long_mask`` with
+    ``long_rois``.
+    """
+
+    name: str
+    subjects: list
+    excluded: dict = field(default_factory=dict)
+    extra: pd.DataFrame | None = None
+    mask: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    values: np.ndarray | None = None
+    table: pd.DataFrame | None = None
+    rois: dict = field(default_factory=dict)
+    roi_maps: dict | None = None
+    cluster_rois: bool = False
+    session_map: Callable | None = None
+    session_row: Callable | None = None
+    long_subjects: list | None = None
+    long_mask: np.ndarray | None = None
+    long_rois: dict = field(default_factory=dict)
+    tfce: str = "3d"
+    sidecar: dict = field(default_factory=dict)
+    long_sidecar: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- context helpers
+def stats_of(gctx) -> dict:
+    return {**STATS_DEFAULTS, **{k: v for k, v in (gctx.stats or {}).items() if v is not None}}
+
+
+def baseline(study):
+    return study.sessions[0] if getattr(study, "sessions", None) else None
+
+
+def engines(gctx) -> dict:
+    """The injected permutation executor (Dask blocks with a client) and harmoniser."""
+    from ..harmonize import harmonize_for_design
+    from ..stats import distributed
+
+    client = getattr(gctx, "client", None)
+    permute = partial(distributed.permuted_glm, client=client) if client is not None else None
+    return {"permute": permute, "harmonise": harmonize_for_design}
+
+
+def resolution(gctx, ref):
+    r = float(setting(ref, gctx.analyses, getattr(gctx.study, "preprocessing", None)))
+    return int(r) if r.is_integer() else r
+
+
+# --------------------------------------------------------------------------- stages and analyses
+def run_stage(gctx, stage: str) -> dict:
+    """Every requested analysis of ``stage``; raises after all ran if any metric failed."""
+    summary, failures = {}, []
+    for name in of_stage(stage):
+        if name not in (gctx.analyses or {}):
+            continue
+        gctx.log.info("%s group: %s", stage, name)
+        try:
+            summary[name] = run_analysis(gctx, ANALYSES[name])
+        except HfsmriError as exc:
+            gctx.log.error("%s group analysis failed: %s", name, exc)
+            summary[name] = {"error": str(exc)}
+        if "error" in summary[name]:
+            failures.append(f"{name}: {summary[name]['error']}")
+        failures += [f"{name}/{m}: {v['error']}" for m, v in summary[name].items() if isinstance(v, dict)
+                     and "error" in v]
+    if failures:
+        raise HfsmriError(f"{stage} group stage failed for " + "; ".join(failures))
+    return summary
+
+
+def run_analysis(gctx, spec) -> dict:
+    """Collect (or derive) every metric of ``spec`` and analyse it; ``{metric: summary}``."""
+    params = resolve(spec.name, (gctx.analyses or {}).get(spec.name))
+    metrics = spec.metrics
+    if spec.derive:
+        module, fn = spec.derive.split(":")
+        metrics = getattr(importlib.import_module(module), fn)(gctx, spec, params)
+    out = {}
+    for m in metrics:
+        name = m.name
+        try:
+            data = m if isinstance(m, MetricData) else collect(gctx, spec, params, m)
+            out[name] = run_metric(gctx, spec, data)
+        except HfsmriError as exc:
+            gctx.log.error("%s/%s: %s", spec.name, name, exc)
+            out[name] = {"error": str(exc)}
+    return out
+
+
+# --------------------------------------------------------------------------- collect
+def _base_mask(gctx, spec, rule, subjects, ses, res, grid):
+    """The analysis' base mask (template, participants' own masks, white matter)."""
+    from ..spatial.templates import load_template
+
+    mask = np.ones(grid[0], bool)
+    if rule.template:
+        mask &= load_template(rule.template, res).get_fdata() >= rule.threshold
+    if rule.subject_masks is not None:
+        for s in subjects:
+            p = rule.subject_masks.path(gctx.out, s, ses, res)
+            mask &= aligned_map(gctx, rule.subject_masks, inputs.load_map(p, grid, "brain mask") > 0, grid[1], s)
+    if rule.white_matter is not None:
+        fa_in, thr = rule.white_matter
+        fa = np.stack([inputs.load_map(fa_in.path(gctx.out, s, ses, res), grid, "FA map") for s in subjects])
+        mask &= np.all(fa > 0, axis=0) & (fa.mean(axis=0) >= float(setting(thr, gctx.analyses, None)))
+    return mask
+
+
+def aligned_map(gctx, inp, arr, affine, sub):
+    """``arr`` of participant ``sub`` side-aligned: mirrored (x -> -x) when the participant is flipped
+    and the input (:class:`~hfsmri.analyses.Input`) was not aligned by its participant stage."""
+    return arr if inp.aligned or not gctx.study.flipped(sub) else flip.flip_array_x(arr, affine)
+
+
+def aligned_row(gctx, inp, row, sub):
+    """A participant's ROI row side-aligned (left/right values exchanged), as :func:`aligned_map`."""
+    return row if row is None or inp.aligned or not gctx.study.flipped(sub) else flip.swap_lr(row)
+
+
+def collect(gctx, spec, params, metric) -> MetricData:
+    """A metric's data from the participant outputs its spec declares (see module doc)."""
+    from ..spatial.atlas import region_mask
+    from ..spatial.templates import template_grid
+
+    study, ses = gctx.study, baseline(gctx.study)
+    inp = metric.map or metric.table
+    res = resolution(gctx, inp.res) if inp.res else None
+    rois = metric.rois if metric.rois is not None else spec.rois
+    covs = spec.extra_covariates(params)
+    sel = inputs.select(gctx, spec.stage, spec.needs, [inp] + [r.values for r in rois if r.values],
+                        covs, ses, res, **metric.entities)
+    if len(sel.included) < MIN_SUBJECTS:
+        why = "; ".join(sorted(set(sel.excluded.values())))[:300]
+        raise HfsmriError(f"only {len(sel.included)} participants can be analysed ({why}); at least {MIN_SUBJECTS} "
+                          "are needed")
+    subjects = sel.included
+    norm = spec.normalise(params) if spec.normalise else None
+    extra = inputs.covariates(gctx, covs, subjects, ses, gctx.log)
+    data = MetricData(metric.name, subjects, sel.excluded, extra, tfce=_tfce(spec, params),
+                      sidecar={"Analysis": spec.name, "Metric": metric.name, "Session": ses,
+                               "ExtraCovariates": list(covs), "Excluded": dict(sel.excluded), **metric.sidecar})
+    if metric.table is not None:
+        t = metric.table
+        rows = {s: aligned_row(gctx, t, inputs.read_row(t.path(gctx.out, s, ses, res, **metric.entities), t.index,
+                                                         t.value or metric.name), s) for s in subjects}
+        table = _keep_columns(pd.DataFrame({s: r for s, r in rows.items() if r is not None}).T, spec.table)
+        if norm:
+            v = pd.Series({s: inputs.covariate_values(gctx, norm, ses)[s] for s in table.index}, dtype=float)
+            table = table.mul(v.mean() / v, axis=0)
+        data.table = table
+        data.session_row = lambda s, ses_: aligned_row(
+            gctx, t, inputs.read_row(t.path(gctx.out, s, ses_, res, **metric.entities), t.index,
+                                     t.value or metric.name), s)
+    if metric.map is None:
+        return data
+    grid = template_grid(res)
+    qc = inputs.qc_exclusions(gctx, spec.stage, ses)
+    base_subjects = inputs.select(gctx, spec.stage, spec.needs, [], (), ses, res).included
+    base = _base_mask(gctx, spec, spec.mask, base_subjects, ses, res, grid)
+
+    def load(s, ses_):
+        p = metric.map.path(gctx.out, s, ses_, res, **metric.entities)
+        return aligned_map(gctx, metric.map, inputs.load_map(p, grid), grid[1], s) if p.exists() else None
+
+    maps = {s: load(s, ses) for s in subjects}
+    mask = base.copy()
+    for a in maps.values():
+        if spec.mask.covered == "positive":
+            mask &= a > 0
+        elif spec.mask.covered == "nonzero":
+            mask &= (a != 0) & np.isfinite(a)
+    data.mask, data.affine, data.long_mask = mask, grid[1], base
+    data.values = np.stack([maps[s][mask] for s in subjects]).astype(np.float64)
+    data.session_map, data.long_subjects = load, [s for s in inputs.labels(study) if s not in qc]
+    ref = inputs.image(mask.astype(np.uint8), grid[1])
+    for r in rois:
+        if r.clusters:
+            data.cluster_rois = True
+            continue
+        for name, spec_ in r.regions.items():
+            try:
+                m = region_mask(spec_, ref) & mask
+            except ValueError:
+                continue
+            if m.any():
+                data.rois[name] = m
+        if r.values is not None:
+            data.roi_maps = {s: aligned_map(gctx, r.values, inputs.load_map(
+                r.values.path(gctx.out, s, ses, res, **metric.entities), grid), grid[1], s) for s in subjects}
+        if r.longitudinal:
+            data.long_rois.update(r.regions)
+    if data.roi_maps is None:
+        data.roi_maps = maps
+    return data
+
+
+def _tfce(spec, params) -> str:
+    return params[spec.tfce.split(":", 1)[1]] if spec.tfce.startswith("param:") else spec.tfce
+
+
+def _keep_columns(table: pd.DataFrame, rule) -> pd.DataFrame:
+    import re
+
+    if rule.keep == "any":
+        table = table.dropna(axis=1, how="all")
+    else:
+        table = table.loc[:, table.notna().all(axis=0)]
+    if rule.exclude:
+        table = table[[c for c in table.columns if not re.search(rule.exclude, c)]]
+    if rule.keep == "positive":
+        table = table.astype(float)
+        table = table.loc[:, (table > 0).all(axis=0)]
+    return table
+
+
+# --------------------------------------------------------------------------- analyse
+def run_metric(gctx, spec, data: MetricData) -> dict:
+    """Designs, inference, ROI tables and writing of one metric (see module doc)."""
+    from ..stats.roi import roi_tests
+
+    out, st, eng = gctx.out, stats_of(gctx), engines(gctx)
+    a, m = spec.name, data.name
+    summary = {"n_subjects": len(data.subjects), "excluded": dict(data.excluded),
+               "flipped": [s for s in data.subjects if gctx.study.flipped(s)]}
+    table = data.table
+    if data.values is not None:
+        if int(data.mask.sum()) < 10:
+            raise HfsmriError(f"{a}/{m}: fewer than 10 voxels are covered by every subject's map")
+        write.save_mask(out, a, m, data.mask, data.affine)
+        designs, note = designs_for(gctx.study, data.subjects, data.extra)
+        if note:
+            gctx.log.warning("%s/%s: clinical correlations skipped: %s", a, m, note)
+        res = voxelwise_designs(gctx, designs, data.values, data.subjects, data.mask, data.affine, data.tfce, st, eng)
+        write.results(out, a, m, res, data.mask, data.affine, data.sidecar)
+        summary.update(n_mask_voxels=int(data.mask.sum()), n_cluster_rows=int(sum(len(r.clusters) for r in res)),
+                       designs={k: len(d.subjects) for k, d in designs.items()})
+        rois = dict(data.rois)
+        if data.cluster_rois:
+            rois.update(cluster_rois(res, data.mask, float(st["alpha"])))
+        if rois:
+            table = pd.DataFrame({n: {s: float(data.roi_maps[s][r].astype(np.float64).mean()) for s in data.subjects}
+                                  for n, r in rois.items()})
+    if table is not None and table.shape[1]:
+        if len(table) < MIN_SUBJECTS:
+            raise HfsmriError(f"{a}/{m}: only {len(table)} participants have ROI values; at least {MIN_SUBJECTS} "
+                              "are needed")
+        extra = None if data.extra is None else data.extra.loc[[s for s in table.index if s in data.extra.index]]
+        r = roi_tests(table, gctx.study, extra=extra, n_perm=int(st["n_perm"]), alpha=float(st["alpha"]),
+                      random_state=int(st["random_seed"]), harmonise=eng["harmonise"])
+        write.roi_results(out, a, m, r)
+        summary["n_rois"] = int(table.shape[1])
+    if is_longitudinal(gctx.study):
+        summary["longitudinal"] = run_longitudinal(gctx, spec, data, st, eng)
+    write.summary(out, a, m, summary)
+    return summary
+
+
+def voxelwise_clinical_wanted(stats: dict, score: str) -> bool:
+    """Whether ``stats.voxelwise_clinical`` (true / false / list of scores) asks for maps of ``score``."""
+    vc = (stats or {}).get("voxelwise_clinical", True)
+    return vc if isinstance(vc, bool) else score in set(vc)
+
+
+def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st, eng) -> list:
+    """:func:`~hfsmri.stats.voxelwise.voxelwise` of every design (rows of ``Y`` in ``subjects``
+    order); clinical maps only for the scores ``stats.voxelwise_clinical`` asks for."""
+    from ..stats.voxelwise import voxelwise
+
+    row, out = {s: i for i, s in enumerate(subjects)}, []
+    for d in designs.values():
+        score = next((clinical_score_of(c) for c in d.contrasts if clinical_score_of(c)), None)
+        if score is not None and not voxelwise_clinical_wanted(st, score):
+            gctx.log.info("voxel-wise correlation with %s skipped (stats.voxelwise_clinical)", score)
+            continue
+        out += voxelwise(Y[[row[s] for s in d.subjects]], mask, d, affine=affine, n_perm=int(st["n_perm"]),
+                         tfce=bool(st["tfce"]), alpha=float(st["alpha"]), cluster_forming_p=st["cluster_forming_p"],
+                         random_state=int(st["random_seed"]), tfce_setting=tfce_setting, **eng)
+    return out
+
+
+def cluster_rois(results, mask, alpha: float, n: int = 10) -> dict:
+    """The ``n`` largest significant clusters of each group contrast (as written: float32 −log10 p)."""
+    from scipy import ndimage
+
+    from ..stats.design import group_contrast
+
+    rois = {}
+    for r in results:
+        if r.contrast not in (group_contrast(1), group_contrast(-1)):
+            continue
+        logp = np.zeros(mask.shape, np.float32)
+        logp[mask] = r.logp["fwe"]
+        lab, k = ndimage.label((logp.astype(np.float64) > -np.log10(alpha)) & mask)
+        if k:
+            sizes = ndimage.sum(lab > 0, lab, index=np.arange(1, k + 1))
+            for j, i in enumerate(np.argsort(-sizes)[:n], start=1):
+                rois[f"cluster-{r.contrast}-{j}"] = lab == (i + 1)
+    return rois
+
+
+# --------------------------------------------------------------------------- longitudinal
+def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
+    """Longitudinal designs of one metric (per-subject change follow-up − baseline); never raises
+    an :class:`HfsmriError` (recorded as ``{"error": ...}``)."""
+    from ..stats.roi import longitudinal_roi_tests
+
+    a, m, study, out = spec.name, data.name, gctx.study, gctx.out
+    if not is_longitudinal(study):
+        return {}
+    try:
+        pre, post = session_pair(study)
+        candidates = data.long_subjects if data.long_subjects is not None else inputs.labels(study)
+        summary = {"sessions": [pre, post]}
+        tables = None
+        if data.session_map is not None:
+            maps, subjects = {}, []
+            for s in candidates:
+                pair = (data.session_map(s, pre), data.session_map(s, post))
+                if pair[0] is not None and pair[1] is not None:
+                    maps[s] = pair
+                    subjects.append(s)
+            if len(subjects) < 2:
+                return {"skipped": f"{len(subjects)} subject(s) with maps at both {pre} and {post}"}
+            mask = data.long_mask.copy()
+            for pair in maps.values():
+                for arr in pair:
+                    mask &= np.isfinite(arr) & (arr != 0)
+            if mask.sum() < 10:
+                return {"skipped": "fewer than 10 voxels covered by every map of both sessions"}
+            write.save_mask(out, a, m, mask, data.affine, kind="mask_longitudinal")
+            delta = {s: maps[s][1][mask].astype(np.float64) - maps[s][0][mask].astype(np.float64) for s in subjects}
+            designs, _ = designs_for(study, subjects, longitudinal=True)
+            side = {**data.sidecar, **data.long_sidecar, "Sessions": [pre, post],
+                    "Flipped": [s for s in subjects if study.flipped(s)]}
+            side.pop("Session", None)
+            res = []
+            for name, d in designs.items():
+                res_d = voxelwise_designs(gctx, {name: d}, np.stack([delta[s] for s in d.subjects]), d.subjects,
+                                          mask, data.affine, data.tfce, st, eng)
+                write.results(out, a, m, res_d, mask, data.affine,
+                              {**side, "Longitudinal": {"design": name, **d.info}})
+                res += res_d
+            summary.update(n_subjects=len(subjects), n_mask_voxels=int(mask.sum()),
+                           designs={k: {"n": len(d.subjects), "contrasts": list(d.contrasts)} for k, d in designs.items()},
+                           n_cluster_rows=int(sum(len(r.clusters) for r in res)))
+            if data.long_rois:
+                tables = _long_roi_table(data.long_rois, maps, subjects, mask, data.affine, pre, post)
+        elif data.session_row is not None:
+            rows = {(s, ses): data.session_row(s, ses) for s in candidates for ses in (pre, post)}
+            tables = {ses: pd.DataFrame({s: rows[(s, ses)] for s in candidates if rows[(s, ses)] is not None}).T
+                      for ses in (pre, post)}
+        if tables is not None:
+            summary["rois"] = _long_roi(gctx, a, m, tables, pre, post, st)
+        write.summary(out, a, m, summary, kind="summary_longitudinal")
+        return summary
+    except HfsmriError as exc:
+        gctx.log.warning("%s/%s: longitudinal analysis skipped: %s", a, m, exc)
+        return {"error": str(exc)}
+
+
+def _long_roi_table(regions, maps, subjects, mask, affine, pre, post) -> dict:
+    from ..spatial.atlas import region_mask
+
+    ref = inputs.image(mask.astype(np.uint8), affine)
+    cols = {}
+    for name, spec in regions.items():
+        try:
+            r = (np.asarray(spec, dtype=bool) if isinstance(spec, np.ndarray) else region_mask(spec, ref)) & mask
+        except (ValueError, HfsmriError):
+            continue
+        if r.any():
+            cols[name] = r
+    return {ses: pd.DataFrame({n: {s: float(maps[s][k][r].astype(np.float64).mean()) for s in subjects}
+                               for n, r in cols.items()}) for k, ses in enumerate((pre, post))}
+
+
+def _long_roi(gctx, a, m, tables: dict, pre, post, st) -> dict:
+    from ..stats.roi import longitudinal_roi_tests
+
+    cols = [c for c in tables[pre].columns if c in set(tables[post].columns)]
+    frames = []
+    for ses in (pre, post):
+        t = tables[ses][cols].copy()
+        t.index = pd.MultiIndex.from_tuples([(str(i), ses) for i in t.index], names=["participant", "session"])
+        frames.append(t)
+    tab = pd.concat(frames).apply(pd.to_numeric, errors="coerce")
+    tab = tab.loc[:, tab.notna().all(axis=0)]
+    if tab.shape[1] == 0:
+        return {"skipped": "no ROI with values at both sessions"}
+    df = longitudinal_roi_tests(tab, gctx.study, n_perm=int(st["n_perm"]), random_state=int(st["random_seed"]))
+    if len(df):
+        write.save_table(gctx.out.group_path(a, m, kind="rois_longitudinal"), df)
+    return {"sessions": [pre, post], "n_rois": int(tab.shape[1]), "n_rows": int(len(df))}
