@@ -332,15 +332,15 @@ def _check_sparsity(p, path):
                          field="analyses.graph.sparsity_min")
 
 
-def _fmt(v) -> str:
+def fmt_param(v) -> str:
     """A parameter value as the methods text writes it."""
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     if isinstance(v, (list, tuple)):
-        return "–".join(_fmt(x) for x in v) if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) \
-            else ", ".join(_fmt(x) for x in v)
+        return "–".join(fmt_param(x) for x in v) if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) \
+            else ", ".join(fmt_param(x) for x in v)
     return "none" if v is None else str(v)
 
 
@@ -348,8 +348,8 @@ def _methods_vbm(g, pre, c):
     mod = ("modulated by the Jacobian determinant of the deformation so that they encode local volume"
            if g("modulated", True) else "not modulated (tissue concentration)")
     return (f"Voxel-based morphometry (VBM) {c('vbm_ashburner', 'vbm_good')}: grey-matter (GM) probability "
-            f"maps were warped to MNI space at {_fmt(g('resolution', 2))} mm, {mod}, and smoothed with an "
-            f"isotropic Gaussian kernel of {_fmt(g('fwhm', 8))} mm FWHM. Total intracranial volume (TIV) "
+            f"maps were warped to MNI space at {fmt_param(g('resolution', 2))} mm, {mod}, and smoothed with an "
+            f"isotropic Gaussian kernel of {fmt_param(g('fwhm', 8))} mm FWHM. Total intracranial volume (TIV) "
             "was added to the covariates of the VBM model.")
 
 
@@ -357,19 +357,19 @@ def _methods_thickness(g, pre, c):
     m = str(g("method", "laplace")).lower()
     cite = c("laplace") if m == "laplace" else c("direct") if m in ("direct", "kellykapowski") else ""
     return (f"Cortical thickness was estimated voxel-wise with the {m} method {cite} on the GM segmentation "
-            f"in MNI space at {_fmt(g('resolution', 2))} mm, smoothed with {_fmt(g('fwhm', 0))} mm FWHM; "
-            f"regional mean thickness was extracted in the {_fmt(g('atlas', 'harvard_oxford'))} atlas "
+            f"in MNI space at {fmt_param(g('resolution', 2))} mm, smoothed with {fmt_param(g('fwhm', 0))} mm FWHM; "
+            f"regional mean thickness was extracted in the {fmt_param(g('atlas', 'harvard_oxford'))} atlas "
             f"{c('ho') if 'harvard' in str(g('atlas', '')) else c('aal')}.")
 
 
 def _methods_dti(g, pre, c):
     fit = str(g("fit", "wls")).upper()
     return (f"Diffusion tensors {c('basser')} were fitted by {fit} {c('wls') if fit == 'WLS' else ''} with "
-            f"dipy-compatible conventions {c('dipy')} to volumes with b ≤ {_fmt(g('bmax', 1500))} s/mm² "
-            f"(b0 threshold {_fmt(g('b0_threshold', pre.get('dwi', {}).get('b0_threshold', 50)))} s/mm²; motion "
-            f"correction: {_fmt(g('motion_correction', True))}; denoising: {_fmt(g('denoise'))}). Fractional "
+            f"dipy-compatible conventions {c('dipy')} to volumes with b ≤ {fmt_param(g('bmax', 1500))} s/mm² "
+            f"(b0 threshold {fmt_param(g('b0_threshold', pre.get('dwi', {}).get('b0_threshold', 50)))} s/mm²; motion "
+            f"correction: {fmt_param(g('motion_correction', True))}; denoising: {fmt_param(g('denoise'))}). Fractional "
             "anisotropy (FA), mean (MD = (λ1+λ2+λ3)/3), axial (AD = λ1) and radial diffusivity "
-            f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {_fmt(g('resolution', 2))} mm. The number "
+            f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {fmt_param(g('resolution', 2))} mm. The number "
             "of diffusion directions of every subject is listed in the QC table.")
 
 
@@ -378,20 +378,20 @@ def _methods_seed_fc(g, pre, c):
 
     di = c("dimartino") if any(re.match(r"^(dc|vc|drp|vrp|dcp|vis)", str(s)) for s in g("seeds", []) or []) else ""
     return (f"Seed-based functional connectivity {c('biswal')}: the mean cleaned time series of each seed "
-            f"({_fmt(g('seeds', []))}) {di} was correlated (Pearson) with every voxel; correlations were Fisher "
-            f"z-transformed and smoothed with {_fmt(g('fwhm', 6))} mm FWHM.")
+            f"({fmt_param(g('seeds', []))}) {di} was correlated (Pearson) with every voxel; correlations were Fisher "
+            f"z-transformed and smoothed with {fmt_param(g('fwhm', 6))} mm FWHM.")
 
 
 def _methods_graph(g, pre, c):
-    return (f"Functional connectomes were built from the regions of the {_fmt(g('atlas', 'aal'))} atlas "
-            f"{c('aal') if str(g('atlas', 'aal')).startswith('aal') else ''} ({_fmt(g('kind', 'pearson'))} "
+    return (f"Functional connectomes were built from the regions of the {fmt_param(g('atlas', 'aal'))} atlas "
+            f"{c('aal') if str(g('atlas', 'aal')).startswith('aal') else ''} ({fmt_param(g('kind', 'pearson'))} "
             "correlation of regional mean time series). Graph metrics "
-            f"{c('graph', 'networkx')} were computed over the sparsity range "
-            f"{_fmt(g('sparsity_min', 0.05))}–{_fmt(g('sparsity_max', 0.4))} (step "
-            f"{_fmt(g('sparsity_step', 0.01))}), keeping the strongest positive edges, and summarised by the "
-            f"area under the curve; small-world indices used {_fmt(g('n_random', 20))} degree-preserving "
+            f"{c('rubinov2010', 'networkx')} were computed over the sparsity range "
+            f"{fmt_param(g('sparsity_min', 0.05))}–{fmt_param(g('sparsity_max', 0.4))} (step "
+            f"{fmt_param(g('sparsity_step', 0.01))}), keeping the strongest positive edges, and summarised by the "
+            f"area under the curve; small-world indices used {fmt_param(g('n_random', 20))} degree-preserving "
             f"random graphs {c('maslov', 'smallworld')}. Edge-wise group differences were tested with the "
-            f"network-based statistic {c('nbs')} at a primary threshold t = {_fmt(g('nbs_threshold', 3))}.")
+            f"network-based statistic {c('nbs')} at a primary threshold t = {fmt_param(g('nbs_threshold', 3))}.")
 
 
 _MEAN_FD = ("mean_fd",)
@@ -432,7 +432,7 @@ _SPECS = (
             "Regional GM volumes (thalamus, putamen, pallidum, amygdala, hippocampus, parahippocampal gyrus, "
             "cerebellum VI/VIII, inferior parietal lobule, dorsolateral prefrontal cortex) were obtained by "
             f"summing modulated GM in atlas regions {c('aal', 'ho')}; TIV was handled as "
-            f"'{_fmt(g('tiv', 'covariate'))}'."),
+            f"'{fmt_param(g('tiv', 'covariate'))}'."),
         metrics=(MetricSpec("volume", table=Input("anat", "stats", {"desc": "roivolumes"}, template=False,
                                                   ext=".tsv", aligned=False, index="region", value="volume_ml"),
                             quantity="gm"),),
@@ -447,7 +447,7 @@ _SPECS = (
          "denoise": Param(None, "denoising of raw DWI", "str", choices=("mppca", "patch2self"), nullable=True),
          "motion_correction": Param(True, "affine motion/eddy correction to the mean b0 (raw DWI)", "bool")},
         _methods_dti,
-        metrics=tuple(MetricSpec(m, i, quantity="dwi") for m, i in _DWI_MAPS.items()),
+        metrics=tuple(MetricSpec(m, i) for m, i in _DWI_MAPS.items()),
         needs=_DWI_NEEDS,
         mask=MaskRule(subject_masks=DWI_MASK, white_matter=(_DWI_MAPS["fa"], "analyses.tbss.fa_threshold")),
         demo={"motion_correction": False}),   # the simulated DWI has no head motion
@@ -458,8 +458,8 @@ _SPECS = (
          "tfce_setting": Param("skeleton", "TFCE setting of the skeleton statistics", "str",
                                choices=("skeleton", "3d"))},
         lambda g, pre, c: (
-            f"Tract-based spatial statistics (TBSS) {c('tbss')}: the mean FA image of all subjects was "
-            f"skeletonised and thresholded at FA ≥ {_fmt(g('fa_threshold', 0.2))}; each subject's maximal "
+            f"Tract-based spatial statistics (TBSS) {c('smith2006')}: the mean FA image of all subjects was "
+            f"skeletonised and thresholded at FA ≥ {fmt_param(g('fa_threshold', 0.2))}; each subject's maximal "
             "FA perpendicular to the skeleton was projected onto it, and MD, AD and RD were projected with "
             "the FA projection. Skeleton-wise statistics used TFCE with the 2D/skeleton setting "
             f"(H = 2, E = 1, 26-connectivity) {c('tfce')}."),
@@ -472,22 +472,22 @@ _SPECS = (
         {"atlas": Param("juelich", "white-matter tract atlas", "str"),
          "callosum_scheme": Param("witelson", "corpus callosum subdivision scheme", "str")},
         lambda g, pre, c: (
-            f"Mean FA, MD, AD and RD were extracted in white-matter tracts of the {_fmt(g('atlas', 'juelich'))} "
+            f"Mean FA, MD, AD and RD were extracted in white-matter tracts of the {fmt_param(g('atlas', 'juelich'))} "
             f"atlas {c('juelich')} (inferior longitudinal and inferior fronto-occipital fascicles, superior "
             "longitudinal fascicle, posterior limb of the internal capsule, posterior thalamic radiation) and "
-            f"in corpus callosum subdivisions ({_fmt(g('callosum_scheme', 'witelson'))} scheme "
+            f"in corpus callosum subdivisions ({fmt_param(g('callosum_scheme', 'witelson'))} scheme "
             f"{c('witelson')}: genu, body, splenium, whole)."),
         metrics=tuple(MetricSpec(m, table=Input("dwi", "stats", {"desc": "tracts"}, res=DTI_RES, ext=".tsv",
-                                                index="roi"), quantity="dwi") for m in ("fa", "md", "ad", "rd")),
+                                                index="roi")) for m in ("fa", "md", "ad", "rd")),
         needs=_DWI_NEEDS, table=TableRule("any")),
     AnalysisSpec(
         "reho", "func", "Regional homogeneity (ReHo)",
         {"neighborhood": Param(27, "voxels of the neighbourhood (7, 19 or 27)", "int", choices=(7, 19, 27)),
          "fwhm": _fwhm(4.0)},
         lambda g, pre, c: (
-            f"Regional homogeneity (ReHo) {c('reho')} was computed as Kendall's coefficient of concordance "
+            f"Regional homogeneity (ReHo) {c('zang2004')} was computed as Kendall's coefficient of concordance "
             f"of the time series of each voxel and its {int(g('neighborhood', 27)) - 1} nearest in-mask "
-            f"neighbours (ties given mean ranks), standardised, and smoothed with {_fmt(g('fwhm', 4))} mm FWHM."),
+            f"neighbours (ties given mean ranks), standardised, and smoothed with {fmt_param(g('fwhm', 4))} mm FWHM."),
         metrics=(MetricSpec("reho", _func_map("reho"), quantity="reho"),),
         mask=_FUNC_MASK_RULE, covariates=_MEAN_FD, rois=_FUNC_ROIS),
     AnalysisSpec(
@@ -495,9 +495,9 @@ _SPECS = (
         {"band": Param([0.01, 0.08], "frequency band (Hz)", "list", item="number", length=2),
          "fwhm": _fwhm(4.0)},
         lambda g, pre, c: (
-            f"The amplitude of low-frequency fluctuations (ALFF) {c('alff')} and fractional ALFF {c('falff')} "
-            f"were computed (DPABI conventions) in the {_fmt(g('band', [0.01, 0.08]))} Hz band, standardised "
-            f"and smoothed with {_fmt(g('fwhm', 4))} mm FWHM."),
+            f"The amplitude of low-frequency fluctuations (ALFF) {c('zang2007')} and fractional ALFF {c('falff')} "
+            f"were computed (DPABI conventions) in the {fmt_param(g('band', [0.01, 0.08]))} Hz band, standardised "
+            f"and smoothed with {fmt_param(g('fwhm', 4))} mm FWHM."),
         metrics=(MetricSpec("alff", _func_map("alff"), quantity="alff"),
                  MetricSpec("falff", _func_map("falff"), quantity="alff")),
         mask=_FUNC_MASK_RULE, covariates=_MEAN_FD, rois=_FUNC_ROIS, check=_check_band),
@@ -505,18 +505,18 @@ _SPECS = (
         "dc", "func", "Degree centrality",
         {"r_threshold": Param(0.25, "correlation threshold of an edge", lo=-1, hi=1), "fwhm": _fwhm(4.0)},
         lambda g, pre, c: (
-            f"Degree centrality {c('dc')} was computed over all grey-matter voxel pairs with correlation "
-            f"r > {_fmt(g('r_threshold', 0.25))}, binarised (dcb) and weighted (dcw), and smoothed with "
-            f"{_fmt(g('fwhm', 4))} mm FWHM."),
+            f"Degree centrality {c('zuo2012')} was computed over all grey-matter voxel pairs with correlation "
+            f"r > {fmt_param(g('r_threshold', 0.25))}, binarised (dcb) and weighted (dcw), and smoothed with "
+            f"{fmt_param(g('fwhm', 4))} mm FWHM."),
         metrics=(MetricSpec("dcb", _func_map("dcb")), MetricSpec("dcw", _func_map("dcw"))),
         mask=_FUNC_MASK_RULE, covariates=_MEAN_FD, rois=_FUNC_ROIS),
     AnalysisSpec(
         "vmhc", "func", "Voxel-mirrored homotopic connectivity (VMHC)",
         {"fwhm": _fwhm(4.0)},
         lambda g, pre, c: (
-            f"Voxel-mirrored homotopic connectivity (VMHC) {c('vmhc')} was computed as the Fisher z-transformed "
+            f"Voxel-mirrored homotopic connectivity (VMHC) {c('zuo2010')} was computed as the Fisher z-transformed "
             "correlation between each voxel and its mirror voxel in the symmetric template, smoothed with "
-            f"{_fmt(g('fwhm', 4))} mm FWHM."),
+            f"{fmt_param(g('fwhm', 4))} mm FWHM."),
         metrics=(MetricSpec("vmhc", _func_map("vmhc")),),
         mask=_FUNC_MASK_RULE, covariates=_MEAN_FD, rois=_FUNC_ROIS),
     AnalysisSpec(
@@ -533,9 +533,9 @@ _SPECS = (
          "variance_normalise": Param(True, "variance-normalise the dual-regression time courses", "bool"),
          "n_init": Param(10, "FastICA restarts", "int", lo=1, hi=100)},
         lambda g, pre, c: (
-            f"Group independent component analysis {c('ica', 'fastica')} of temporally concatenated data "
-            f"extracted {_fmt(g('n_components', 20))} components; subject-specific maps were obtained by dual "
-            f"regression {c('dualreg')} (variance normalisation: {_fmt(g('variance_normalise', True))})."),
+            f"Group independent component analysis {c('calhoun2001', 'fastica')} of temporally concatenated data "
+            f"extracted {fmt_param(g('n_components', 20))} components; subject-specific maps were obtained by dual "
+            f"regression {c('dualreg')} (variance normalisation: {fmt_param(g('variance_normalise', True))})."),
         derive="hfsmri.conn.group:ica_metrics", needs=(FUNC_MASK,), mask=MaskRule(subject_masks=FUNC_MASK),
         longitudinal_methods=(" For ICA, the group components estimated at baseline were kept and dual regression "
                               "was repeated on the follow-up data against them."),
@@ -585,6 +585,11 @@ def of_stage(stage: str) -> tuple:
 def measuring(quantity: str) -> list[str]:
     """``analysis/metric`` folders measuring a simulated quantity by default, in registry order."""
     return [f"{n}/{m.name}" for n, s in ANALYSES.items() for m in s.metrics if m.quantity == quantity]
+
+
+def seed_metric(seed: str) -> str:
+    """``analysis/metric`` folder of a seed's functional connectivity (``seed_fc/seed-<name>``)."""
+    return f"seed_fc/seed-{seed}"
 
 
 #: preprocessing parameters shared by the analyses of a modality (study.yaml ``preprocessing``)

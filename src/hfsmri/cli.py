@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .analyses import ANALYSES
 from .errors import HfsmriError
 
 SUBCOMMANDS = ("simulate", "demo", "report", "power")
@@ -32,8 +33,7 @@ usage:
 Run "hfsmri <sub-command> --help" for the options of simulate, demo, report and power.
 """
 
-ANALYSIS_NAMES = ("vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho", "alff", "dc",
-                  "vmhc", "seed_fc", "ica", "graph")
+ANALYSIS_NAMES = tuple(ANALYSES)   # --skip choices: the analyses' registry
 
 
 class _Parser(argparse.ArgumentParser):

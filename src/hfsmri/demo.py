@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from .analyses import ANALYSES
+
 log = logging.getLogger("hfsmri")
 
 #: demo statistics: fewer permutations than a real study (5000; 150 give FWE p in steps of 1/151 =
@@ -48,11 +50,9 @@ def demo_study_config(n_perm: int | None = None, quick: bool = False) -> dict:
         # the 21 lateral effects the simulator plants; 4 are ipsi/contra-lateral to the affected
         # side), and mirroring the ~60 % left-affected patients would scatter those over both sides
         "flip_to": None,
-        # every analysis; the simulated DWI has no head motion, so per-volume motion correction
-        # (about 1 s per volume) is off in the demo; ICA with 10 components and 2 FastICA restarts
-        "analyses": {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_correction": False},
-                     "tbss": {}, "dwi_rois": {}, "reho": {}, "alff": {}, "dc": {}, "vmhc": {},
-                     "seed_fc": {}, "ica": {"n_components": 10, "n_init": 2}, "graph": {}},
+        # every analysis with its demo settings (hfsmri.analyses: no per-volume DWI motion
+        # correction, as the simulated DWI has no head motion; ICA with 10 components, 2 restarts)
+        "analyses": {name: dict(spec.demo) for name, spec in ANALYSES.items()},
         # the fast structural profile (one Atropos pass, SyN 20x10x0): 26 s instead of 44 s CPU per
         # subject, TIV within 2 % of the simulated truth (docs/anatomy.md)
         "preprocessing": {"anat": {"profile": "fast"}},

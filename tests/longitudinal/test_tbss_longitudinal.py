@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hfsmri.analyses import DEFAULTS
+from hfsmri.analyses import ANALYSES, DEFAULTS
 from hfsmri.dwi import group
 from hfsmri.group import run_stage
 from hfsmri.dwi.participant import METRICS, map_path, mask_path
@@ -113,7 +113,7 @@ def test_session_projections_equal_direct_tbss_projection(tbss_run):
     stage_skel = nib.load(g / "mean_FA_skeleton_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(stage_skel, sk.skeleton)  # cross-sectional skeleton unchanged
     assert sk.n_voxels > 50
-    vals = group.tbss_session_values(gctx, sk, study.labels, ("pre", "post"), RES)
+    vals = group.tbss_session_values(gctx, sk, study.labels, ("pre", "post"), RES, ANALYSES["tbss"])
     for s in study.labels:
         for ses in ("pre", "post"):
             ref, _ = _ref_values(sk, maps[(s, ses)])

@@ -50,7 +50,7 @@ def seed_metrics(gctx, spec, params) -> list:
 
     flip_to = str(gctx.study.flip_to).upper() if getattr(gctx.study, "flip_to", None) else None
     out = []
-    for seed in resolve_seeds(params.get("seeds") or (), params.get("spheres") or {}):
+    for seed in resolve_seeds(params.get("seeds") or (), params.get("spheres") or {}, where=f"analyses.{spec.name}"):
         name = aligned_name(seed, flip_to)
         targets = pair_targets(name, seed.base, flip_to)
         out.append(MetricSpec(f"seed-{name}", SEED_MAP, entities={"seed": name},

@@ -169,7 +169,7 @@ def subject_seeds(p: dict, flip_to, flipped: bool):
     from hfsmri.conn.seeds import Seed, aligned_name, resolve_seeds
 
     out = []
-    for s in resolve_seeds(p.get("seeds") or (), p.get("spheres") or {}):
+    for s in resolve_seeds(p.get("seeds") or (), p.get("spheres") or {}, where="analyses.seed_fc"):
         name = aligned_name(s, flip_to)
         if flipped and flip_to:
             spec = s.spec
@@ -191,14 +191,14 @@ def _seed_mask(seed, img, mask):
         from hfsmri.conn.seeds import Seed
 
         base = Seed(seed.name, seed.spec[1], seed.hemisphere, seed.description)
-        m = seed_masks([base], img, np.ones(mask.shape, bool))[seed.name]
+        m = seed_masks([base], img, np.ones(mask.shape, bool), where="analyses.seed_fc")[seed.name]
         m = flip_array_x(m, img.affine) & mask
         if not m.any():
             from hfsmri.errors import StudyError
 
-            raise StudyError(f"mirrored seed {seed.name} has no in-brain voxel", field="seed_fc")
+            raise StudyError(f"mirrored seed {seed.name} has no in-brain voxel", field="analyses.seed_fc.seeds")
         return m
-    return seed_masks([seed], img, mask)[seed.name]
+    return seed_masks([seed], img, mask, where="analyses.seed_fc")[seed.name]
 
 
 def _seed_fc(ctx, get_data, img, mask, res, inputs, flip_to) -> dict:

@@ -42,13 +42,12 @@ def _session_maps(gctx, spec, sub, ses, res, shape) -> dict:
     return out
 
 
-def tbss_session_values(gctx, skeleton, subjects, sessions, res, spec=None) -> dict:
+def tbss_session_values(gctx, skeleton, subjects, sessions, res, spec) -> dict:
     """Skeleton values of every participant and session, projected onto one (baseline) skeleton:
-    ``{(participant, session): {metric: (n_skel,) array}}`` in :attr:`Skeleton.indices` order."""
-    from hfsmri.analyses import ANALYSES
+    ``{(participant, session): {metric: (n_skel,) array}}`` in :attr:`Skeleton.indices` order
+    (``spec``: the TBSS analysis, whose ``needs`` are the four tensor maps and the brain mask)."""
     from hfsmri.dwi.tbss import project_metrics
 
-    spec = spec or ANALYSES["tbss"]
     values = {}
     for s in subjects:
         for ses in sessions:
@@ -69,13 +68,13 @@ def tbss_metrics(gctx, spec, params) -> list:
     from hfsmri.stats.design import session_pair
 
     study, out = gctx.study, gctx.out
-    res, ses = resolution(gctx, "analyses.dti.resolution"), baseline(study)
+    maps_in = {i.entities["param"]: i for i in spec.needs if i is not DWI_MASK}
+    res, ses = resolution(gctx, maps_in["fa"].res), baseline(study)
     sel = inputs.select(gctx, spec.stage, spec.needs, [], (), ses, res)
     subjects = sel.included
     if len(subjects) < 4:
         raise HfsmriError(f"TBSS needs at least 4 participants with tensor maps, found {len(subjects)}")
     grid = template_grid(res)
-    maps_in = {i.entities["param"]: i for i in spec.needs if i is not DWI_MASK}
 
     def stack(inp, what):
         return np.stack([inputs.load_map(inp.path(out, s, ses, res), grid, what).astype(np.float32) for s in subjects])
