@@ -184,85 +184,18 @@ def validate_bids_app_args(args) -> None:
         raise HfsmriError(f"--mem-mb must be positive, got {args.mem_mb}")
 
 
-def _write_run_info(args, study, dataset, out, skipped: dict) -> None:
-    """Bookkeeping for the report: included participants, inputs per subject, run settings."""
-    from .derivatives import save_tsv_atomic, write_json_atomic
-
-    parts = study.participants.copy()
-    save_tsv_atomic(parts, args.output_dir / "participants.tsv")
-    save_tsv_atomic(dataset.table(), out.logs_dir / "inputs.tsv")
-    info = {"bids_dir": str(args.bids_dir.resolve()), "study": str(args.study) if args.study else None,
-            "excluded": dict(study.excluded), "flip_to": study.flip_to,
-            "flipped": [f"sub-{s}" for s in study.labels if study.flipped(s)],
-            "participant_label": args.participant_label, "skip": list(args.skip),
-            "skipped_subjects": skipped,
-            "random_seed": args.random_seed if args.random_seed is not None else study.stats["random_seed"]}
-    if args.analysis_level == "group":  # keep what the participant level recorded
-        prev = out.logs_dir / "run_info_participant.json"
-        if prev.exists():
-            import json
-
-            info["skipped_subjects"] = json.loads(prev.read_text()).get("skipped_subjects", {})
-    write_json_atomic(out.logs_dir / f"run_info_{args.analysis_level}.json", info)
-    write_json_atomic(out.logs_dir / "run_info.json", info)
-
-
 def run_bids_app(args) -> int:
-    from .bids import discover
-    from .derivatives import Derivatives
-    from .pipeline import RunOptions, check_dataset, run_group_level, run_participant_level
-    from .study import Study
+    """``hfsmri BIDS_DIR OUTPUT_DIR participant|group``: :func:`hfsmri.api.run_level` with the options."""
+    from .api import run_level
 
     level = setup_logging(args.verbose, args.debug)
-    log = logging.getLogger("hfsmri")
     validate_bids_app_args(args)
-    if args.analysis_level == "group" and args.study is None:
-        raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
-    study = Study.from_bids(args.bids_dir, args.study)
-    dataset = discover(args.bids_dir, args.participant_label, args.session_label, args.derivatives)
-    if args.participant_label:
-        wanted = {s.replace("sub-", "") for s in args.participant_label}
-        missing = sorted(wanted - set(study.participants.index) - set(study.excluded))
-        if missing:
-            raise HfsmriError(f"participant(s) {', '.join('sub-' + m for m in missing)} are in BIDS_DIR but not in "
-                              "participants.tsv", path=args.bids_dir / "participants.tsv")
-    options = RunOptions(nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
-                         scheduler=args.scheduler, random_seed=args.random_seed,
-                         stop_on_first_crash=args.stop_on_first_crash, skip=tuple(args.skip),
-                         work_dir=args.work_dir, log_level=level, on_bad_input=args.on_bad_input)
-    skipped = check_dataset(study, dataset, options) if args.analysis_level == "participant" else {}
-    out = Derivatives(args.output_dir, source_datasets=[{"URL": f"file://{args.bids_dir.resolve()}"}])
-    study.write_resolved(args.output_dir)
-    _write_run_info(args, study, dataset, out, skipped)
-    log.info("study: %d patients, %d controls; analyses: %s", len(study.subjects_in("patient")),
-             len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip))
-    if args.analysis_level == "participant":
-        from .parallel import JobFailed
-
-        try:
-            results = run_participant_level(study, dataset, out, options)
-        except JobFailed as exc:
-            raise HfsmriError(f"stopped at the first crash: {exc.result.name}: {exc.result.error} "
-                              f"(log: {exc.result.log_file})") from None
-        failed = [r for r in results if not r.ok]
-        for r in results:
-            log.info("%s: %s in %.1f s%s", r.name, "ok" if r.ok else "FAILED", r.seconds,
-                     f" (peak {r.peak_mb:.0f} MB)" if r.peak_mb else "")
-        if failed:
-            for r in failed:
-                log.error("%s failed: %s (log: %s)", r.name, r.error, r.log_file)
-            raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed (logs in "
-                              f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
-        return 0
-    run_group_level(study, out, options)
-    report = Path(args.output_dir) / "report.html"
-    if not args.no_report and getattr(options, "group_reused", False) and report.exists():
-        log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", report)
-    elif not args.no_report:
-        from .report import build_report
-
-        path = build_report(args.output_dir, n_jobs=options.nprocs)
-        log.info("report: %s", path)
+    run_level(args.analysis_level, args.bids_dir, args.output_dir, args.study,
+              participant_label=args.participant_label, session_label=args.session_label,
+              derivatives=args.derivatives, skip=tuple(args.skip), nprocs=args.nprocs,
+              omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb, scheduler=args.scheduler,
+              random_seed=args.random_seed, stop_on_first_crash=args.stop_on_first_crash, work_dir=args.work_dir,
+              on_bad_input=args.on_bad_input, report=not args.no_report, log_level=level)
     return 0
 
 

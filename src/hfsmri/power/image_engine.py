@@ -150,7 +150,7 @@ def image_power(effects, ns, n_sim: int, seed: int, work_dir, alpha: float = 0.0
     is NaN: there is no closed form for voxel-wise TFCE)."""
     import yaml
 
-    from ..cli import main as cli_main
+    from ..api import run_level
     from ..simulate import simulate_study
 
     work = Path(work_dir)
@@ -172,12 +172,12 @@ def image_power(effects, ns, n_sim: int, seed: int, work_dir, alpha: float = 0.0
                 gt = bids / "derivatives" / "ground_truth"
                 cfg = _study_yaml(pd.read_csv(gt / "effects.tsv", sep="\t"), analyses, n_perm, alpha, sim_seed)
                 (root / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-                common = ["--study", str(root / "study.yaml")] + (["--nprocs", str(nprocs)] if nprocs else [])
-                for level in ("participant", "group"):
-                    code = cli_main([str(bids), str(deriv), level, *common])
-                    if code != 0:
-                        raise HfsmriError(f"power (image engine): pipeline {level} level failed (exit {code}) "
-                                          f"for n={n}, simulation {k}; see {deriv / 'logs'}")
+                for level in ("participant", "group"):   # the pipeline's Python API; no report needed
+                    try:
+                        run_level(level, bids, deriv, root / "study.yaml", nprocs=nprocs, report=False)
+                    except HfsmriError as exc:
+                        raise HfsmriError(f"power (image engine): pipeline {level} level failed for n={n}, "
+                                          f"simulation {k}: {exc}") from None
                 det, fp = score_group_outputs(deriv, gt, alpha, margin_vox)
                 det.to_csv(done, sep="\t", index=False)
                 fp.to_csv(root / "fp.tsv", sep="\t", index=False)
