@@ -564,10 +564,6 @@ STAGE_OF = {name: s.stage for name, s in ANALYSES.items()}
 DEFAULTS: dict[str, dict] = {name: s.defaults() for name, s in ANALYSES.items()}
 
 
-def spec(name: str) -> AnalysisSpec:
-    return ANALYSES[name]
-
-
 def defaults(name: str) -> dict:
     return copy.deepcopy(DEFAULTS[name])
 

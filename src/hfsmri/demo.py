@@ -110,7 +110,8 @@ def _print_summary(deriv: Path, study: dict) -> None:
     from .stats.design import contrast_names
 
     lines = ["", "hfsmri demo: findings (FWE p < alpha)"]
-    folders = sorted(m for a in (deriv / "group").glob("*") if a.is_dir() for m in a.iterdir() if m.is_dir())
+    folders = sorted(m for a in group_path(deriv, kind="folder").glob("*") if a.is_dir() for m in a.iterdir()
+                     if m.is_dir())
     for folder in folders:
         for c in contrast_names(study.get("clinical"), study.get("sessions")):
             f = group_path(deriv, folder.parent.name, folder.name, c, "clusters")

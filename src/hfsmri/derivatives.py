@@ -171,38 +171,25 @@ def save_tsv_atomic(df, path: str | Path, index: bool = False) -> Path:
     return Path(path)
 
 
-#: group result files: kind -> name in ``group/<analysis>/<metric>/`` (``{c}``: the contrast,
+#: the statistic and −log10 p maps of one contrast: kind -> ``contrast-<c>_<entities>.nii.gz``
+CONTRAST_MAPS = {"t": "stat-t_statmap", "tfce": "stat-tfce_statmap", "fwe": "desc-fwe_logp",
+                 "voxelfwe": "desc-voxelfwe_logp", "clusterfwe": "desc-clusterfwe_logp",
+                 "uncorrected": "desc-uncorrected_logp", "fdr": "desc-fdr_logp"}
+#: group result files: kind -> name in ``group/[<analysis>/[<metric>/]]`` (``{c}``: the contrast,
 #: ``{M}``: the metric in capitals). :func:`group_path` is the one place group files are named.
 GROUP_FILES = {
-    "t": "contrast-{c}_stat-t_statmap.nii.gz",
-    "tfce": "contrast-{c}_stat-tfce_statmap.nii.gz",
-    "fwe": "contrast-{c}_desc-fwe_logp.nii.gz",
-    "voxelfwe": "contrast-{c}_desc-voxelfwe_logp.nii.gz",
-    "clusterfwe": "contrast-{c}_desc-clusterfwe_logp.nii.gz",
-    "uncorrected": "contrast-{c}_desc-uncorrected_logp.nii.gz",
-    "fdr": "contrast-{c}_desc-fdr_logp.nii.gz",
-    "clusters": "contrast-{c}_clusters.tsv",
-    "edges": "contrast-{c}_edges.tsv",                  # graph/edges, graph/nbs
-    "components": "contrast-{c}_components.tsv",        # graph/nbs
-    "mask": "mask.nii.gz",
-    "mask_longitudinal": "mask_longitudinal.nii.gz",
-    "rois": "rois.tsv",
-    "correlations": "correlations.tsv",
-    "values": "values.tsv",
-    "rois_longitudinal": "rois_longitudinal.tsv",
-    "summary": "summary.json",
-    "summary_longitudinal": "summary_longitudinal.json",
-    "skeletonised": "all_{M}_skeletonised.nii.gz",      # tbss/<metric>
-    "mean_fa": "mean_FA.nii.gz",                        # tbss/
-    "skeleton": "mean_FA_skeleton_mask.nii.gz",         # tbss/
-    "ica_maps": "components.nii.gz",                    # ica/
-    "ica_labels": "components.tsv",                     # ica/
-    "func_qc": "func_qc.tsv",                           # group/
-    "group_summary": "group_summary.json",              # group/
-    "stage_marker": ".{c}_done.json",                   # group/ (``contrast`` = the stage)
+    **{k: f"contrast-{{c}}_{v}.nii.gz" for k, v in CONTRAST_MAPS.items()},
+    "clusters": "contrast-{c}_clusters.tsv", "edges": "contrast-{c}_edges.tsv",   # edges: graph/edges, graph/nbs
+    "components": "contrast-{c}_components.tsv",                                   # graph/nbs
+    "mask": "mask.nii.gz", "mask_longitudinal": "mask_longitudinal.nii.gz", "rois": "rois.tsv",
+    "correlations": "correlations.tsv", "values": "values.tsv", "rois_longitudinal": "rois_longitudinal.tsv",
+    "summary": "summary.json", "summary_longitudinal": "summary_longitudinal.json",
+    "skeletonised": "all_{M}_skeletonised.nii.gz", "mean_fa": "mean_FA.nii.gz",   # tbss/
+    "skeleton": "mean_FA_skeleton_mask.nii.gz", "ica_maps": "components.nii.gz",    # tbss/, ica/
+    "ica_labels": "components.tsv", "func_qc": "func_qc.tsv",                       # ica/, group/
+    "group_summary": "group_summary.json", "stage_marker": ".{c}_done.json",        # group/ (c = the stage)
+    "folder": "",                                                                   # the folder itself
 }
-#: the −log10 p / statistic map kinds of one contrast
-CONTRAST_MAPS = ("t", "tfce", "fwe", "voxelfwe", "clusterfwe", "uncorrected", "fdr")
 
 
 def group_path(root: str | Path, analysis: str | None = None, metric: str | None = None,

@@ -286,7 +286,8 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
     names = marker.get("outputs")
     if marker.get("key") != key or names is None:
         return False
-    return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
+    return all(out.group_path(n, kind="folder").is_dir() and any(out.group_path(n, kind="folder").iterdir())
+               for n in names)
 
 
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
@@ -302,7 +303,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     with client_for(options.scheduler) as gctx.client:
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
-            marker = out.root / "group" / f".{stage}_done.json"
+            marker = out.group_path(contrast=stage, kind="stage_marker")
             done = _read_marker(marker)
             if _marker_valid(done, key, out):
                 log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
@@ -313,7 +314,7 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
             try:
                 results[stage] = run_stage(gctx, stage)
                 outputs = sorted(a for a in analyses if STAGE_OF.get(a) == stage
-                                 and (out.root / "group" / a).is_dir())
+                                 and out.group_path(a, kind="folder").is_dir())
                 out.save_json({"key": key, "results": results[stage], "outputs": outputs}, marker)
             except Exception as exc:
                 msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
@@ -322,8 +323,8 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                 results[stage] = {"error": msg}
                 if options.stop_on_first_crash:
                     break
-    if len(reused) < len(results) or not (out.root / "group" / "group_summary.json").exists():
-        out.save_json(results, out.root / "group" / "group_summary.json")
+    if len(reused) < len(results) or not out.group_path(kind="group_summary").exists():
+        out.save_json(results, out.group_path(kind="group_summary"))
     options.group_reused = bool(results) and len(reused) == len(results)
     if failures:
         raise HfsmriError("group level failed for " + "; ".join(failures))

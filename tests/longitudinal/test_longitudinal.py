@@ -46,7 +46,8 @@ def test_roi_paired_matches_scipy(study, tmp_path):
     # patients lose 1.5 units in ROI a after surgery
     for s in study.subjects_in("patient"):
         tab.loc[(s, "post"), "a"] -= 1.5
-    df = longitudinal_roi_tests(tab, study, n_perm=2000, random_state=0)
+    df = longitudinal_roi_tests({ses: tab.xs(ses, level=1) for ses in ("pre", "post")}, study, n_perm=2000,
+                                random_state=0)
     row = df[(df.contrast == "patient-post-gt-pre") & (df.roi == "a")].iloc[0]
     pats = study.subjects_in("patient")
     delta = np.array([tab.loc[(s, "post"), "a"] - tab.loc[(s, "pre"), "a"] for s in pats])

@@ -57,7 +57,7 @@ def run_longitudinal_maps(gctx, analysis, metric, path_of, flip=False, roi_specs
         return aligned_map(gctx, UNALIGNED, arr, AFF, s) if flip else arr
 
     data = MetricData(metric, gctx.study.labels, affine=AFF, session_map=session_map,
-                      long_mask=np.ones(SHAPE, bool), long_rois=roi_specs or {})
+                      long_mask=np.ones(SHAPE, bool), long_regions=roi_specs or {})
     return run_longitudinal(gctx, SimpleNamespace(name=analysis), data, STATS, {})
 
 

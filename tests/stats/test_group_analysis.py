@@ -12,7 +12,7 @@ from hfsmri.stats.glm import ols
 from hfsmri.derivatives import Derivatives
 from hfsmri.group import write
 from hfsmri.stats.tfce import tfce
-from hfsmri.stats.voxelwise import cluster_rows, voxelwise
+from hfsmri.stats.voxelwise import voxelwise
 
 from .conftest import smooth_maps
 from .test_clusters import mni_box, world_grid
@@ -24,7 +24,8 @@ def voxelwise_files(root, Y, mask, design, affine, stats, contrasts=None):
                     alpha=stats.get("alpha", 0.05), cluster_forming_p=stats.get("cluster_forming_p", 0.001),
                     random_state=stats.get("random_seed", 0), contrasts=contrasts)
     write.results(Derivatives(root), "a", "m", res, mask, affine, {})
-    return root / "group" / "a" / "m", cluster_rows(res)
+    rows = pd.concat([r.clusters.assign(contrast=r.contrast) for r in res], ignore_index=True)
+    return root / "group" / "a" / "m", rows
 
 
 @pytest.fixture(scope="module")

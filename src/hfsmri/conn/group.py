@@ -1,25 +1,18 @@
-"""Connectivity at the group level: what the group runner (:mod:`hfsmri.group`) cannot read as it is.
+"""Connectivity at the group level: the ``derive`` hooks of :mod:`hfsmri.analyses`.
 
-The ``derive`` hooks of :mod:`hfsmri.analyses`:
-
-* :func:`seed_metrics` — one metric ``seed-<name>`` per seed (names relative to the affected side
-  with ``flip_to``: ``amygdalaIpsi``), its ROI set being the review's ROI-to-ROI targets
-  (:data:`hfsmri.analyses.SEED_TARGETS`) averaged over the unsmoothed Fisher-z maps;
-* :func:`ica_metrics` — group ICA of the side-aligned cleaned BOLD (``group/ica/components.nii.gz``,
-  ``components.tsv``: network labels) and one metric ``ic-<k>`` per component: the dual-regression
-  stage-2 maps within the component mask (group z > 2.3); in longitudinal studies dual regression
-  is repeated on each follow-up against the baseline components;
-* :func:`graph_metrics` — the global AUC table (``graph/global``, one column per metric) and one
-  nodal AUC table per nodal metric (``graph/<metric>``, one column per node, left/right partner
-  nodes exchanged for flipped participants: :func:`hfsmri.spatial.flip.mirror_permutation`); it
-  also writes the cross-sectional edge-wise tests (``graph/edges/contrast-<c>_edges.tsv``) and the
-  network-based statistic (``graph/nbs/contrast-<c>_components.tsv`` / ``_edges.tsv``).
-
-Participant connectivity outputs are written unflipped; everything here is side-aligned first.
+* :func:`seed_metrics`: one metric ``seed-<name>`` per seed (``amygdalaIpsi`` with ``flip_to``), ROI
+  pairs with the review's targets (:data:`hfsmri.analyses.SEED_TARGETS`) on the unsmoothed maps;
+* :func:`ica_metrics`: group ICA of the side-aligned cleaned BOLD (``ica/components.nii.gz``,
+  ``components.tsv``), one metric ``ic-<k>`` per component (dual-regression stage-2 maps in the
+  component mask; follow-ups regressed on the baseline components);
+* :func:`graph_metrics`: the global and nodal AUC tables (nodes of flipped participants mirrored,
+  :func:`hfsmri.spatial.flip.mirror_permutation`), plus the cross-sectional edge-wise tests and
+  network-based statistic (``graph/edges``, ``graph/nbs``).
 """
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +21,8 @@ import pandas as pd
 from hfsmri.analyses import (FUNC_BOLD, SEED_MAP, SEED_RAW, SEED_TARGET_REGIONS, SEED_TARGETS, MetricSpec,
                              RoiSet)
 from hfsmri.conn.participant import conn_path
-from hfsmri.errors import HfsmriError, InputDataError
+from hfsmri.derivatives import sidecar_path
+from hfsmri.errors import InputDataError
 from hfsmri.spatial.flip import flip_array_x, mirror_permutation
 
 
@@ -103,21 +97,18 @@ def ica_metrics(gctx, spec, params) -> list:
 
     import nibabel as nib
 
-    from hfsmri.conn.dual_regression import dual_regression
     from hfsmri.conn.ica import component_mask, group_ica, label_components, network_reference
     from hfsmri.group import inputs, write
     from hfsmri.group.runner import MetricData, _base_mask, baseline, resolution
     from hfsmri.spatial.templates import template_grid
-    from hfsmri.stats.design import session_pair
 
     study, out = gctx.study, gctx.out
-    res, ses = resolution(gctx, FUNC_BOLD.res), baseline(study)
-    k, vn = int(params["n_components"]), bool(params["variance_normalise"])
+    res, ses, vn = resolution(gctx, FUNC_BOLD.res), baseline(study), bool(params["variance_normalise"])
     grid = template_grid(res)
     kept = inputs.select(gctx, spec.stage, spec.needs, [], (), ses, res)
     if not kept.included:
         raise InputDataError("no subject has a func brain mask (did the func participant stage run?)")
-    mask = _base_mask(gctx, spec, spec.mask, kept.included, ses, res, grid)
+    mask = _base_mask(gctx, spec.mask, kept.included, ses, res, grid)
     subjects = [s for s in kept.included if FUNC_BOLD.path(out, s, ses, res).exists()]
     if len(subjects) < 4:
         raise InputDataError(f"group ICA needs at least 4 subjects with cleaned BOLD, found {len(subjects)}")
@@ -125,38 +116,30 @@ def ica_metrics(gctx, spec, params) -> list:
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hfsmri-ica-", dir=work) as tmp:
-        paths = []
-        for s in subjects:
-            bp = FUNC_BOLD.path(out, s, ses, res)
+        paths = [str(FUNC_BOLD.path(out, s, ses, res)) for s in subjects]
+        for i, s in enumerate(subjects):
             if study.flipped(s):   # the aligned copy, uncompressed scratch
-                img = nib.load(str(bp))
-                fp = Path(tmp) / f"sub-{s}_flipped_bold.nii"
-                nib.save(nib.Nifti1Image(_bold(gctx, s, ses, res, grid), img.affine, img.header), fp)
-                paths.append(str(fp))
-            else:
-                paths.append(str(bp))
-        maps, used = group_ica(paths, nib.Nifti1Image(mask.astype(np.uint8), grid[1]), n_components=k,
-                               random_state=int(gctx.seed), n_init=int(params["n_init"]))
-        labels = label_components(maps, network_reference(used, grid[1]))
-        comp = np.zeros(used.shape + (maps.shape[0],), dtype=np.float32)
-        comp[used] = maps.T
-        write.save_image(out.group_path(spec.name, kind="ica_maps"), nib.Nifti1Image(comp, grid[1]))
-        write.save_table(out.group_path(spec.name, kind="ica_labels"), labels.reset_index())
-        stage2 = np.empty((len(subjects), maps.shape[0], int(used.sum())), dtype=np.float32)
-        for i, fp in enumerate(paths):
-            _, stage2[i] = dual_regression(np.asarray(nib.load(fp).dataobj, dtype=np.float32)[used].T, maps,
-                                           variance_normalise=vn)
-    cache: dict = {}
+                img = nib.load(paths[i])
+                paths[i] = str(Path(tmp) / f"sub-{s}_flipped_bold.nii")
+                nib.save(nib.Nifti1Image(_bold(gctx, s, ses, res, grid), img.affine, img.header), paths[i])
+        maps, used = group_ica(paths, nib.Nifti1Image(mask.astype(np.uint8), grid[1]),
+                               n_components=int(params["n_components"]), random_state=int(gctx.seed),
+                               n_init=int(params["n_init"]))
+    labels = label_components(maps, network_reference(used, grid[1]))
+    comp = np.zeros(used.shape + (maps.shape[0],), dtype=np.float32)
+    comp[used] = maps.T
+    write.save_image(out.group_path(spec.name, kind="ica_maps"), nib.Nifti1Image(comp, grid[1]))
+    write.save_table(out.group_path(spec.name, kind="ica_labels"), labels.reset_index())
+    stage2 = {ses: dual_regression_session(gctx, subjects, ses, res, used, grid[1], maps, vn)}
 
-    def session_stage2(s, ses_):
-        if "follow" not in cache:
-            pre, post = session_pair(study)
-            cache["follow"] = dual_regression_session(gctx, subjects, post, res, used, grid[1], maps, vn)
-            cache["pre"] = pre
-        follow = cache["follow"]
-        if s not in follow:
+    def session_map(s, ses_, j):   # follow-ups: dual regression against the baseline components
+        if ses_ not in stage2:
+            stage2[ses_] = dual_regression_session(gctx, subjects, ses_, res, used, grid[1], maps, vn)
+        if s not in stage2[ses_]:
             return None
-        return stage2[subjects.index(s)] if ses_ == cache["pre"] else follow[s]
+        vol = np.zeros(used.shape, dtype=np.float32)
+        vol[used] = stage2[ses_][s][j]
+        return vol
 
     data = []
     for j in range(maps.shape[0]):
@@ -165,37 +148,20 @@ def ica_metrics(gctx, spec, params) -> list:
             continue
         cm = np.zeros(used.shape, bool)
         cm[used] = cm_vec
-
-        def session_map(s, ses_, j=j):
-            v = session_stage2(s, ses_)
-            if v is None:
-                return None
-            vol = np.zeros(used.shape, dtype=np.float32)
-            vol[used] = v[j]
-            return vol
-
         side = {"Component": j + 1, "Network": labels.loc[j + 1, "network"],
-                "NetworkMatchR": float(labels.loc[j + 1, "match_r"]),
-                "Input": "dual regression stage-2 maps" + (" (variance-normalised time courses)" if vn else ""),
-                "ComponentMask": "group component z > 2.3"}
+                "NetworkMatchR": float(labels.loc[j + 1, "match_r"]), "ComponentMask": "group component z > 2.3",
+                "Input": "dual regression stage-2 maps" + (" (variance-normalised time courses)" if vn else "")}
         data.append(MetricData(
             f"ic-{j + 1}", subjects, kept.excluded, mask=cm, affine=grid[1],
-            values=stage2[:, j, cm_vec].astype(np.float64), sidecar={"Analysis": spec.name, "Session": ses, **side},
-            session_map=session_map, long_subjects=subjects, long_mask=cm,
+            values=np.stack([stage2[ses][s][j, cm_vec] for s in subjects]).astype(np.float64),
+            sidecar={"Analysis": spec.name, "Session": ses, **side}, session_map=partial(session_map, j=j),
+            long_subjects=subjects, long_mask=cm,
             long_sidecar={"ComponentsSession": ses,
                           "Input": side["Input"] + ", each session against the baseline group components"}))
     return data
 
 
 # ---------------------------------------------------------------------------- graph
-def _read_coords(ts_path: Path):
-    side = Path(str(ts_path)[: -len(".tsv")] + ".json")
-    try:
-        return np.asarray(json.loads(side.read_text()).get("NodeCoordinatesMNI"), float)
-    except Exception:
-        return None
-
-
 def graph_tables(gctx, sub, ses, atlas, mat_kind, names, perm) -> tuple[pd.Series, pd.DataFrame]:
     """One participant's graph AUC tables at one session, side-aligned: the global AUC row (one
     entry per metric) and the nodal AUC table (index ``names``, one column per nodal metric; for a
@@ -240,7 +206,11 @@ def graph_metrics(gctx, spec, params) -> list:
         raise InputDataError(f"only {len(subjects)} subjects have graph results for atlas {atlas}")
     ts0 = conn_path(gctx.out, subjects[0], ses, atlas, mat_kind, "timeseries")
     names = list(pd.read_csv(ts0, sep="\t", nrows=0).columns)
-    perm = mirror_permutation(names, _read_coords(ts0))
+    try:   # the nodes' MNI centres (sidecar of the time series) pair nodes without L/R names
+        coords = np.asarray(json.loads(sidecar_path(ts0).read_text()).get("NodeCoordinatesMNI"), float)
+    except Exception:
+        coords = None
+    perm = mirror_permutation(names, coords)
     tables = {s: graph_tables(gctx, s, ses, atlas, mat_kind, names, perm) for s in subjects}
     cache: dict = {}
 
@@ -248,7 +218,8 @@ def graph_metrics(gctx, spec, params) -> list:
         if sub in qc:
             return None
         if (sub, ses_) not in cache:
-            have = all(conn_path(gctx.out, sub, ses_, atlas, mat_kind, w).exists() for w in ("graphauc", "graphnodalauc"))
+            have = all(conn_path(gctx.out, sub, ses_, atlas, mat_kind, w).exists()
+                       for w in ("graphauc", "graphnodalauc"))
             cache[(sub, ses_)] = graph_tables(gctx, sub, ses_, atlas, mat_kind, names, perm) if have else None
         t = cache[(sub, ses_)]
         return None if t is None else pd.to_numeric((t[0] if folder == "global" else t[1][folder]).reindex(cols),
@@ -312,7 +283,3 @@ def edge_tests(gctx, spec, params, subjects, names0, perm, kind, mat_kind) -> No
                           "t > threshold, size = number of edges, FWE p from Freedman-Lane permutations",
                           "Threshold": thr, "NPermutations": n_perm, "RandomSeed": seed})
         write.save_table(out.group_path(spec.name, "nbs", c, "edges"), r.edges)
-
-
-__all__ = ["seed_metrics", "ica_metrics", "graph_metrics", "graph_tables", "dual_regression_session",
-           "pair_targets", "HfsmriError"]

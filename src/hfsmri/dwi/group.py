@@ -1,17 +1,10 @@
-"""TBSS at the group level: the skeleton and the skeletonised maps the group runner analyses.
+"""TBSS at the group level: the ``derive`` hook of ``tbss`` (:func:`tbss_metrics`).
 
-``dti`` and ``dwi_rois`` need nothing here (their inputs are participant maps and tables,
-declared in :mod:`hfsmri.analyses`); ``tbss`` is built from every participant's FA/MD/AD/RD
-(:mod:`hfsmri.dwi.tbss`): mean FA over the voxels every participant covers (brain mask, FA > 0),
-skeleton at ``tbss.fa_threshold``, projection of every participant's FA and the same indices for
-MD/AD/RD → ``group/tbss/mean_FA.nii.gz``, ``mean_FA_skeleton_mask.nii.gz`` and
-``group/tbss/<metric>/all_<METRIC>_skeletonised.nii.gz`` (4D, participants in the sidecar's
-order); the statistics run on the skeleton with the ``tbss.tfce_setting`` TFCE setting.
-
-Longitudinal studies: the skeleton is the baseline one (the cross-sectional outputs are
-unchanged); every participant's scans of both sessions are projected onto it, each by its own
-perpendicular search, MD/AD/RD at that session's FA indices (FSL ``tbss_non_FA``;
-:func:`tbss_session_values`). Diffusion maps are side-aligned at the participant level.
+Mean FA over the voxels every participant covers, skeleton at ``fa_threshold``, every
+participant's FA projected onto it and MD/AD/RD at the FA indices (:mod:`hfsmri.dwi.tbss`) →
+``group/tbss/mean_FA``, ``mean_FA_skeleton_mask``, ``<metric>/all_<METRIC>_skeletonised`` and the
+skeleton statistics (``tfce_setting``). Longitudinal: the baseline skeleton is kept and each session
+is projected by its own search (FSL ``tbss_non_FA``; :func:`tbss_session_values`).
 """
 from __future__ import annotations
 

@@ -1,20 +1,14 @@
-"""Collecting participant outputs for the group level: who is included (and why not), and their data.
+"""Participant selection and reading for the group level; each fault an InputDataError naming the file.
 
-* :func:`qc_exclusions` — the subject-selection hook: participants a QC rule of the modality
-  (:data:`hfsmri.analyses.QC_RULES`; today ``preprocessing.func.exclude_high_motion``: baseline mean
-  FD above ``max_mean_fd``) leaves out, with the reason; computed once per modality and run, and
-  the modality's QC table with an ``excluded`` column written to ``group/`` (``func_qc.tsv``).
-* :func:`select` — the participants of one metric: in the study, not left out by a QC rule, with
-  every participant output the analysis needs, the metric's own input and every extra covariate.
-* :func:`load_map`, :func:`read_row`, :func:`covariates` — reading maps (checked against the
-  analysis grid), ROI-table rows and extra covariates, each fault an
-  :class:`~hfsmri.errors.InputDataError` naming the file.
+:func:`qc_exclusions` is the subject-selection hook (QC rules of a modality, :data:`hfsmri.analyses.
+QC_RULES`, applied once per run; the QC table with an ``excluded`` column goes to ``group/``);
+:func:`select` gives a metric's participants: in the study, not excluded, with every input the
+analysis needs, the metric's own and a value of every extra covariate.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -161,7 +155,3 @@ def read_row(path, index: str, value: str) -> pd.Series | None:
         if c not in t.columns:
             raise InputDataError(f"missing column {c!r}", path=path)
     return pd.Series(t[value].to_numpy(), index=t[index].astype(str).to_numpy())
-
-
-def image(arr, affine) -> nib.Nifti1Image:
-    return nib.Nifti1Image(arr, affine)

@@ -1,33 +1,22 @@
 """One group runner for every analysis, driven by the specs of :mod:`hfsmri.analyses`.
 
-:func:`run_stage` runs the requested analyses of a participant stage; :func:`run_analysis` turns
-an :class:`~hfsmri.analyses.AnalysisSpec` into :class:`MetricData` (by :func:`collect` from the
-participant outputs its metrics declare, or by the spec's ``derive`` hook for what is built at the
-group level: TBSS skeleton, group ICA, graph tables) and :func:`run_metric` does the rest, the same
-way for every metric:
-
-collect (participants with the inputs, the extra covariates, minus those a QC rule leaves out:
-:mod:`hfsmri.group.inputs`) → align sides (inputs the participant stage did not align are mirrored
-here: :mod:`hfsmri.spatial.flip`) → mask (:class:`~hfsmri.analyses.MaskRule`) → designs
-(:func:`hfsmri.stats.design.designs_for`: the group and clinical designs at the baseline session;
-with ``sessions``, the longitudinal designs on the per-subject changes) → inference
-(:func:`hfsmri.stats.voxelwise.voxelwise`, :func:`hfsmri.stats.roi.roi_tests`) → write
-(:mod:`hfsmri.group.write`; every name from :meth:`~hfsmri.derivatives.Derivatives.group_path`) →
-ROI tables (atlas regions, significant clusters, or the participant ROI table).
-
-Errors: a metric that cannot be analysed (too few participants, unreadable input, a faulty design)
-is recorded under ``{"error": ...}`` and the other metrics still run; :func:`run_stage` then raises
-one :class:`~hfsmri.errors.HfsmriError` listing them. The longitudinal designs never raise (their
-failure is recorded next to the cross-sectional results, which are kept).
+:func:`run_stage` runs the requested analyses of a participant stage, :func:`run_analysis` turns
+a spec into :class:`MetricData` (:func:`collect` from the participant outputs its metrics declare,
+or the spec's ``derive`` hook) and :func:`run_metric` analyses every metric the same way: collect →
+align sides → mask → designs → inference → write → ROI tables (docs/architecture.md). A metric that
+cannot be analysed is recorded as ``{"error": ...}`` while the others run, then :func:`run_stage`
+raises one :class:`~hfsmri.errors.HfsmriError` listing them; longitudinal designs never raise
+(their failure is recorded next to the kept cross-sectional results).
 """
 from __future__ import annotations
 
 import importlib
-import logging
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -37,19 +26,16 @@ from ..spatial import flip
 from ..stats.design import clinical_score_of, designs_for, is_longitudinal, session_pair
 from . import inputs, write
 
-log = logging.getLogger("hfsmri.group")
-
-
 @dataclass
 class MetricData:
     """One metric's participant data, side-aligned: what :func:`run_metric` analyses.
 
-    Voxel-wise: ``values`` (n_subjects x in-mask voxels, rows in ``subjects`` order) over ``mask``
-    on ``affine``; ``rois`` (name -> 3D bool) are averaged over ``roi_maps`` (participant -> 3D map)
-    and ``cluster_rois`` adds the significant clusters of the group contrasts. ROI tests:
-    ``table`` (participant x ROI). Longitudinal: ``session_map`` / ``session_row``
-    ((participant, session) -> aligned map / ROI row, or None) over ``long_mask`` with
-    ``long_rois``.
+    Voxel-wise: ``values`` (participants x in-mask voxels, rows in ``subjects`` order) over ``mask``
+    on ``affine``; ROI means over ``roi_maps`` (participant -> 3D map) in ``regions`` (name ->
+    region spec or 3D bool), plus the significant clusters when ``cluster_rois``. ROI tests of a
+    participant ``table`` (participant x ROI). Longitudinal: ``session_map`` / ``session_row``
+    ((participant, session) -> aligned map / ROI row, or None) over ``long_mask``, ROI means in
+    ``long_regions``.
     """
 
     name: str
@@ -60,14 +46,14 @@ class MetricData:
     affine: np.ndarray | None = None
     values: np.ndarray | None = None
     table: pd.DataFrame | None = None
-    rois: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)
     roi_maps: dict | None = None
     cluster_rois: bool = False
     session_map: Callable | None = None
     session_row: Callable | None = None
     long_subjects: list | None = None
     long_mask: np.ndarray | None = None
-    long_rois: dict = field(default_factory=dict)
+    long_regions: dict = field(default_factory=dict)
     tfce: str = "3d"
     sidecar: dict = field(default_factory=dict)
     long_sidecar: dict = field(default_factory=dict)
@@ -139,7 +125,7 @@ def run_analysis(gctx, spec) -> dict:
 
 
 # --------------------------------------------------------------------------- collect
-def _base_mask(gctx, spec, rule, subjects, ses, res, grid):
+def _base_mask(gctx, rule, subjects, ses, res, grid):
     """The analysis' base mask (template, participants' own masks, white matter)."""
     from ..spatial.templates import load_template
 
@@ -170,98 +156,92 @@ def aligned_row(gctx, inp, row, sub):
 
 def collect(gctx, spec, params, metric) -> MetricData:
     """A metric's data from the participant outputs its spec declares (see module doc)."""
-    from ..spatial.atlas import region_mask
     from ..spatial.templates import template_grid
 
-    study, ses = gctx.study, baseline(gctx.study)
+    study, ses, ents = gctx.study, baseline(gctx.study), metric.entities
     inp = metric.map or metric.table
     res = resolution(gctx, inp.res) if inp.res else None
     rois = metric.rois if metric.rois is not None else spec.rois
     covs = spec.extra_covariates(params)
-    sel = inputs.select(gctx, spec.stage, spec.needs, [inp] + [r.values for r in rois if r.values],
-                        covs, ses, res, **metric.entities)
+    sel = inputs.select(gctx, spec.stage, spec.needs, [inp] + [r.values for r in rois if r.values], covs, ses, res,
+                        **ents)
     if len(sel.included) < MIN_SUBJECTS:
-        why = "; ".join(sorted(set(sel.excluded.values())))[:300]
-        raise HfsmriError(f"only {len(sel.included)} participants can be analysed ({why}); at least {MIN_SUBJECTS} "
-                          "are needed")
+        raise HfsmriError(f"only {len(sel.included)} participants can be analysed ("
+                          f"{'; '.join(sorted(set(sel.excluded.values())))[:300]}); at least {MIN_SUBJECTS} are needed")
     subjects = sel.included
-    norm = spec.normalise(params) if spec.normalise else None
-    extra = inputs.covariates(gctx, covs, subjects, ses, gctx.log)
-    data = MetricData(metric.name, subjects, sel.excluded, extra, tfce=_tfce(spec, params),
-                      sidecar={"Analysis": spec.name, "Metric": metric.name, "Session": ses,
-                               "ExtraCovariates": list(covs), "Excluded": dict(sel.excluded), **metric.sidecar})
+    tfce = params[spec.tfce.split(":", 1)[1]] if spec.tfce.startswith("param:") else spec.tfce
+    data = MetricData(metric.name, subjects, sel.excluded, inputs.covariates(gctx, covs, subjects, ses, gctx.log),
+                      tfce=tfce, sidecar={"Analysis": spec.name, "Metric": metric.name, "Session": ses,
+                                          "ExtraCovariates": list(covs), "Excluded": dict(sel.excluded),
+                                          **metric.sidecar})
     if metric.table is not None:
         t = metric.table
-        rows = {s: aligned_row(gctx, t, inputs.read_row(t.path(gctx.out, s, ses, res, **metric.entities), t.index,
-                                                         t.value or metric.name), s) for s in subjects}
-        table = _keep_columns(pd.DataFrame({s: r for s, r in rows.items() if r is not None}).T, spec.table)
-        if norm:
+
+        def row(s, ses_):
+            r = inputs.read_row(t.path(gctx.out, s, ses_, res, **ents), t.index, t.value or metric.name)
+            return aligned_row(gctx, t, r, s)
+
+        table = pd.DataFrame({s: r for s in subjects if (r := row(s, ses)) is not None}).T
+        table = table.dropna(axis=1, how="all") if spec.table.keep == "any" else table.loc[:, table.notna().all()]
+        if spec.table.exclude:
+            table = table[[c for c in table.columns if not re.search(spec.table.exclude, c)]]
+        if spec.table.keep == "positive":
+            table = table.astype(float)
+            table = table.loc[:, (table > 0).all(axis=0)]
+        norm = spec.normalise(params) if spec.normalise else None
+        if norm:   # e.g. ROI volumes x mean TIV / TIV
             v = pd.Series({s: inputs.covariate_values(gctx, norm, ses)[s] for s in table.index}, dtype=float)
             table = table.mul(v.mean() / v, axis=0)
-        data.table = table
-        data.session_row = lambda s, ses_: aligned_row(
-            gctx, t, inputs.read_row(t.path(gctx.out, s, ses_, res, **metric.entities), t.index,
-                                     t.value or metric.name), s)
+        data.table, data.session_row = table, row
     if metric.map is None:
         return data
     grid = template_grid(res)
-    qc = inputs.qc_exclusions(gctx, spec.stage, ses)
-    base_subjects = inputs.select(gctx, spec.stage, spec.needs, [], (), ses, res).included
-    base = _base_mask(gctx, spec, spec.mask, base_subjects, ses, res, grid)
+    base = _base_mask(gctx, spec.mask, inputs.select(gctx, spec.stage, spec.needs, [], (), ses, res).included,
+                      ses, res, grid)
 
-    def load(s, ses_):
-        p = metric.map.path(gctx.out, s, ses_, res, **metric.entities)
-        return aligned_map(gctx, metric.map, inputs.load_map(p, grid), grid[1], s) if p.exists() else None
+    def load(s, ses_, inp=metric.map):
+        p = inp.path(gctx.out, s, ses_, res, **ents)
+        return aligned_map(gctx, inp, inputs.load_map(p, grid), grid[1], s) if p.exists() else None
 
     maps = {s: load(s, ses) for s in subjects}
     mask = base.copy()
-    for a in maps.values():
-        if spec.mask.covered == "positive":
-            mask &= a > 0
-        elif spec.mask.covered == "nonzero":
-            mask &= (a != 0) & np.isfinite(a)
-    data.mask, data.affine, data.long_mask = mask, grid[1], base
+    cover = {"positive": lambda a: a > 0, "nonzero": lambda a: (a != 0) & np.isfinite(a)}.get(spec.mask.covered)
+    for a in maps.values() if cover else ():
+        mask &= cover(a)
+    qc = inputs.qc_exclusions(gctx, spec.stage, ses)
+    data.mask, data.affine, data.long_mask, data.session_map = mask, grid[1], base, load
     data.values = np.stack([maps[s][mask] for s in subjects]).astype(np.float64)
-    data.session_map, data.long_subjects = load, [s for s in inputs.labels(study) if s not in qc]
-    ref = inputs.image(mask.astype(np.uint8), grid[1])
+    data.long_subjects = [s for s in inputs.labels(study) if s not in qc]
+    data.roi_maps = maps
     for r in rois:
-        if r.clusters:
-            data.cluster_rois = True
-            continue
-        for name, spec_ in r.regions.items():
-            try:
-                m = region_mask(spec_, ref) & mask
-            except ValueError:
-                continue
-            if m.any():
-                data.rois[name] = m
+        data.cluster_rois |= r.clusters
+        data.regions.update(r.regions)
+        data.long_regions.update(r.regions if r.longitudinal else {})
         if r.values is not None:
-            data.roi_maps = {s: aligned_map(gctx, r.values, inputs.load_map(
-                r.values.path(gctx.out, s, ses, res, **metric.entities), grid), grid[1], s) for s in subjects}
-        if r.longitudinal:
-            data.long_rois.update(r.regions)
-    if data.roi_maps is None:
-        data.roi_maps = maps
+            data.roi_maps = {s: load(s, ses, r.values) for s in subjects}
     return data
 
 
-def _tfce(spec, params) -> str:
-    return params[spec.tfce.split(":", 1)[1]] if spec.tfce.startswith("param:") else spec.tfce
+def region_masks(regions: dict, mask: np.ndarray, affine) -> dict:
+    """name -> 3D bool of each region (an atlas spec of :func:`hfsmri.spatial.atlas.region_mask` or a
+    3D bool array) within ``mask``; regions off the atlas or the mask are left out."""
+    from ..spatial.atlas import region_mask
+
+    ref, out = nib.Nifti1Image(mask.astype(np.uint8), affine), {}
+    for name, spec in regions.items():
+        try:
+            m = (np.asarray(spec, dtype=bool) if isinstance(spec, np.ndarray) else region_mask(spec, ref)) & mask
+        except (ValueError, HfsmriError):
+            continue
+        if m.any():
+            out[name] = m
+    return out
 
 
-def _keep_columns(table: pd.DataFrame, rule) -> pd.DataFrame:
-    import re
-
-    if rule.keep == "any":
-        table = table.dropna(axis=1, how="all")
-    else:
-        table = table.loc[:, table.notna().all(axis=0)]
-    if rule.exclude:
-        table = table[[c for c in table.columns if not re.search(rule.exclude, c)]]
-    if rule.keep == "positive":
-        table = table.astype(float)
-        table = table.loc[:, (table > 0).all(axis=0)]
-    return table
+def roi_means(maps: dict, subjects, rois: dict, k=None) -> pd.DataFrame:
+    """participant x ROI mean map value (double precision); ``k``: element of a per-session pair."""
+    return pd.DataFrame({n: {s: float((maps[s] if k is None else maps[s][k])[r].astype(np.float64).mean())
+                             for s in subjects} for n, r in rois.items()})
 
 
 # --------------------------------------------------------------------------- analyse
@@ -285,12 +265,11 @@ def run_metric(gctx, spec, data: MetricData) -> dict:
         write.results(out, a, m, res, data.mask, data.affine, data.sidecar)
         summary.update(n_mask_voxels=int(data.mask.sum()), n_cluster_rows=int(sum(len(r.clusters) for r in res)),
                        designs={k: len(d.subjects) for k, d in designs.items()})
-        rois = dict(data.rois)
+        rois = region_masks(data.regions, data.mask, data.affine)
         if data.cluster_rois:
             rois.update(cluster_rois(res, data.mask, float(st["alpha"])))
         if rois:
-            table = pd.DataFrame({n: {s: float(data.roi_maps[s][r].astype(np.float64).mean()) for s in data.subjects}
-                                  for n, r in rois.items()})
+            table = roi_means(data.roi_maps, data.subjects, rois)
     if table is not None and table.shape[1]:
         if len(table) < MIN_SUBJECTS:
             raise HfsmriError(f"{a}/{m}: only {len(table)} participants have ROI values; at least {MIN_SUBJECTS} "
@@ -353,8 +332,6 @@ def cluster_rois(results, mask, alpha: float, n: int = 10) -> dict:
 def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
     """Longitudinal designs of one metric (per-subject change follow-up − baseline); never raises
     an :class:`HfsmriError` (recorded as ``{"error": ...}``)."""
-    from ..stats.roi import longitudinal_roi_tests
-
     a, m, study, out = spec.name, data.name, gctx.study, gctx.out
     if not is_longitudinal(study):
         return {}
@@ -392,10 +369,12 @@ def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
                               {**side, "Longitudinal": {"design": name, **d.info}})
                 res += res_d
             summary.update(n_subjects=len(subjects), n_mask_voxels=int(mask.sum()),
-                           designs={k: {"n": len(d.subjects), "contrasts": list(d.contrasts)} for k, d in designs.items()},
+                           designs={k: {"n": len(d.subjects), "contrasts": list(d.contrasts)}
+                                    for k, d in designs.items()},
                            n_cluster_rows=int(sum(len(r.clusters) for r in res)))
-            if data.long_rois:
-                tables = _long_roi_table(data.long_rois, maps, subjects, mask, data.affine, pre, post)
+            if data.long_regions:
+                rois = region_masks(data.long_regions, mask, data.affine)
+                tables = {ses: roi_means(maps, subjects, rois, k) for k, ses in enumerate((pre, post))}
         elif data.session_row is not None:
             rows = {(s, ses): data.session_row(s, ses) for s in candidates for ses in (pre, post)}
             tables = {ses: pd.DataFrame({s: rows[(s, ses)] for s in candidates if rows[(s, ses)] is not None}).T
@@ -409,36 +388,12 @@ def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
         return {"error": str(exc)}
 
 
-def _long_roi_table(regions, maps, subjects, mask, affine, pre, post) -> dict:
-    from ..spatial.atlas import region_mask
-
-    ref = inputs.image(mask.astype(np.uint8), affine)
-    cols = {}
-    for name, spec in regions.items():
-        try:
-            r = (np.asarray(spec, dtype=bool) if isinstance(spec, np.ndarray) else region_mask(spec, ref)) & mask
-        except (ValueError, HfsmriError):
-            continue
-        if r.any():
-            cols[name] = r
-    return {ses: pd.DataFrame({n: {s: float(maps[s][k][r].astype(np.float64).mean()) for s in subjects}
-                               for n, r in cols.items()}) for k, ses in enumerate((pre, post))}
-
-
 def _long_roi(gctx, a, m, tables: dict, pre, post, st) -> dict:
     from ..stats.roi import longitudinal_roi_tests
 
-    cols = [c for c in tables[pre].columns if c in set(tables[post].columns)]
-    frames = []
-    for ses in (pre, post):
-        t = tables[ses][cols].copy()
-        t.index = pd.MultiIndex.from_tuples([(str(i), ses) for i in t.index], names=["participant", "session"])
-        frames.append(t)
-    tab = pd.concat(frames).apply(pd.to_numeric, errors="coerce")
-    tab = tab.loc[:, tab.notna().all(axis=0)]
-    if tab.shape[1] == 0:
+    df = longitudinal_roi_tests(tables, gctx.study, n_perm=int(st["n_perm"]), random_state=int(st["random_seed"]))
+    if not df.attrs["n_rois"]:
         return {"skipped": "no ROI with values at both sessions"}
-    df = longitudinal_roi_tests(tab, gctx.study, n_perm=int(st["n_perm"]), random_state=int(st["random_seed"]))
     if len(df):
         write.save_table(gctx.out.group_path(a, m, kind="rois_longitudinal"), df)
-    return {"sessions": [pre, post], "n_rois": int(tab.shape[1]), "n_rows": int(len(df))}
+    return {"sessions": [pre, post], "n_rois": df.attrs["n_rois"], "n_rows": int(len(df))}

@@ -110,7 +110,8 @@ def score_group_outputs(deriv_dir, ground_truth_dir, alpha: float = 0.05, margin
     fp_rows = []
     scores = {s for s in effects.get("clinical_score", []) if isinstance(s, str) and s not in ("n/a", "")}
     contrasts = contrast_names(sorted(scores | set(study.get("clinical") or [])), study.get("sessions"))
-    folders = sorted(m for a in (deriv / "group").glob("*") if a.is_dir() for m in a.iterdir() if m.is_dir())
+    folders = sorted(m for a in group_path(deriv, kind="folder").glob("*") if a.is_dir() for m in a.iterdir()
+                     if m.is_dir())
     for folder in folders:
         analysis, metric = folder.parent.name, folder.name
         for contrast in contrasts:

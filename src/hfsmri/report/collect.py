@@ -247,8 +247,10 @@ def collect(output_dir: str | Path, ground_truth_dir: str | Path | None = None) 
         data.participants = _participants(out / "participants.tsv", p)
     if (out / "logs" / "run_info.json").is_file():
         data.run_info = _read_json(out / "logs" / "run_info.json", p)
-    if (out / "group" / "group_summary.json").is_file():
-        data.group_summary = _read_json(out / "group" / "group_summary.json", p)
+    from ..derivatives import group_path
+
+    if group_path(out, kind="group_summary").is_file():
+        data.group_summary = _read_json(group_path(out, kind="group_summary"), p)
 
     for f in sorted(out.glob("sub-*/sub-*_desc-hfsmri_summary.json")) + \
             sorted(out.glob("sub-*/ses-*/sub-*_desc-hfsmri_summary.json")):
@@ -266,7 +268,7 @@ def collect(output_dir: str | Path, ground_truth_dir: str | Path | None = None) 
     from ..stats.design import contrast_names
 
     contrasts = contrast_names(data.study.get("clinical") or [], data.study.get("sessions"))
-    group = out / "group"
+    group = group_path(out, kind="folder")
     if group.is_dir():
         for adir in sorted(d for d in group.iterdir() if d.is_dir()):
             for mdir in sorted(d for d in adir.iterdir() if d.is_dir()):

@@ -95,14 +95,6 @@ def swap_lr(row):
     return out
 
 
-def flip_table(table, flipped):
-    """Swap the left/right columns of the rows (participants) in ``flipped`` (:func:`swap_lr`)."""
-    out = table.copy()
-    for r in [r for r in out.index if r in set(flipped)]:
-        out.loc[r] = swap_lr(table.loc[r]).to_numpy()
-    return out
-
-
 def mirror_permutation(names, coords=None, tol_mm: float = 6.0):
     """Index array ``perm`` with aligned[i] = native[perm[i]] for a left-right mirrored brain:
     partners by name (:func:`swap_lr_name`), otherwise the node nearest to the mirrored centre

@@ -160,28 +160,31 @@ def roi_tests(table: pd.DataFrame, study, *, extra: pd.DataFrame | None = None, 
     return RoiResult(rois, corr[CORR_COLUMNS], values.rename_axis("participant_id").reset_index(), meta)
 
 
-def longitudinal_roi_tests(table: pd.DataFrame, study, *, n_perm: int = 5000, random_state: int = 0) -> pd.DataFrame:
-    """ROI change tests. ``table``: index (participant, session), one column per ROI; the change
-    follow-up − baseline of the participants with both sessions goes through every longitudinal
-    design (:func:`hfsmri.stats.design.longitudinal_designs`). One row per design contrast (the
-    first of each direction pair; p is two-sided) and ROI: mean change, t, df, sign-flip /
-    permutation p and BH FDR across ROIs per contrast."""
+def longitudinal_roi_tests(tables: dict, study, *, n_perm: int = 5000, random_state: int = 0) -> pd.DataFrame:
+    """ROI change tests. ``tables``: session -> participant x ROI table; the ROIs of both the
+    baseline and the follow-up table with a value in every row go through every longitudinal
+    design (:func:`hfsmri.stats.design.longitudinal_designs`) on the change follow-up − baseline of
+    the participants with both sessions. One row per design contrast (the first of each direction
+    pair; p is two-sided) and ROI: mean change, t, df, sign-flip / permutation p and BH FDR across
+    ROIs per contrast; ``attrs["n_rois"]``: the ROIs tested."""
     from .design import longitudinal_designs, session_pair
     from .glm import ols
     from .voxelwise import pair_contrasts
 
     pre, post = session_pair(study)
-    keys = set(table.index)
-    subjects = [s for s in study.labels if (s, pre) in keys and (s, post) in keys]
+    a, b = (tables[x][[c for c in tables[pre].columns if c in set(tables[post].columns)]] for x in (pre, post))
+    keep = pd.concat([a, b]).apply(pd.to_numeric, errors="coerce").notna().all(axis=0)
+    a, b = (t.loc[:, keep].apply(pd.to_numeric, errors="coerce") for t in (a, b))
     rows = []
-    for name, d in longitudinal_designs(study, subjects).items():
-        Y = np.stack([table.loc[(s, post)].to_numpy(float) - table.loc[(s, pre)].to_numpy(float) for s in d.subjects])
+    subjects = [s for s in study.labels if s in a.index and s in b.index]
+    for name, d in (longitudinal_designs(study, subjects) if a.shape[1] else {}).items():
+        Y = np.stack([b.loc[s].to_numpy(float) - a.loc[s].to_numpy(float) for s in d.subjects])
         for c, members in pair_contrasts(d):
             cname = members[0][0]
             fit = ols(Y, d.X, c)
             perm = permuted_glm(Y, d, cname, n_perm=n_perm, tfce=False, cluster_forming_p=None, seed=random_state)
             p_two = np.minimum(1.0, 2 * np.minimum(perm.pos.p_unc, perm.neg.p_unc))
-            for j, roi in enumerate(table.columns):
+            for j, roi in enumerate(a.columns):
                 rows.append({"design": name, "contrast": cname, "roi": roi, "n": len(d.subjects),
                              "mean_change": float(np.mean(Y[:, j])), "t": float(fit.t[j]), "df": int(fit.df),
                              "p_perm": float(p_two[j])})
@@ -190,4 +193,5 @@ def longitudinal_roi_tests(table: pd.DataFrame, study, *, n_perm: int = 5000, ra
         df["p_fdr"] = np.nan
         for _, idx in df.groupby("contrast").groups.items():
             df.loc[idx, "p_fdr"] = fdr_bh(df.loc[idx, "p_perm"].to_numpy())
+    df.attrs["n_rois"] = int(a.shape[1])
     return df

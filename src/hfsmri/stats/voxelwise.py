@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DesignError, InputDataError
-from .clusters import COLUMNS as CLUSTER_COLUMNS
 from .clusters import cluster_table
 from .glm import permuted_glm
 from .tfce import SETTINGS
@@ -140,11 +139,3 @@ def voxelwise(Y, mask, design, *, affine, n_perm: int = 5000, tfce: bool = True,
                 meta["Harmonization"] = harmonization
             out.append(GroupResult(name, t_c, tf, logp, table, meta))
     return out
-
-
-def cluster_rows(results) -> pd.DataFrame:
-    """All cluster rows of ``results`` with a leading ``contrast`` column."""
-    tables = [r.clusters.assign(contrast=r.contrast) for r in results if len(r.clusters)]
-    if not tables:
-        return pd.DataFrame(columns=["contrast"] + CLUSTER_COLUMNS)
-    return pd.concat(tables, ignore_index=True)[["contrast"] + CLUSTER_COLUMNS]
