@@ -28,14 +28,11 @@ from hfsmri.spatial.flip import flip_array_x, mirror_permutation
 
 # ---------------------------------------------------------------------------- seed FC
 def pair_targets(seed_name: str, seed_base: str, flip_to) -> dict[str, str]:
-    """Column name -> region spec of the ROI-to-ROI pairs of one seed (both hemispheres of each
-    target; names use Ipsi/Contra when ``flip_to`` is set)."""
-    out = {}
-    for t in SEED_TARGETS.get(seed_base, ()):
-        for h in ("L", "R"):
-            hn = h if not flip_to else ("Ipsi" if h == flip_to else "Contra")
-            out[f"{seed_name}-{t}{hn}"] = SEED_TARGET_REGIONS[t].format(h=h)
-    return out
+    """Column name -> region spec of a seed's ROI-to-ROI pairs (each target on both sides, named
+    Ipsi/Contra when ``flip_to`` is set)."""
+    side = {h: h if not flip_to else ("Ipsi" if h == flip_to else "Contra") for h in "LR"}
+    return {f"{seed_name}-{t}{side[h]}": SEED_TARGET_REGIONS[t].format(h=h)
+            for t in SEED_TARGETS.get(seed_base, ()) for h in "LR"}
 
 
 def seed_metrics(gctx, spec, params) -> list:
@@ -128,8 +125,8 @@ def ica_metrics(gctx, spec, params) -> list:
     labels = label_components(maps, network_reference(used, grid[1]))
     comp = np.zeros(used.shape + (maps.shape[0],), dtype=np.float32)
     comp[used] = maps.T
-    write.save_image(out.group_path(spec.name, kind="ica_maps"), nib.Nifti1Image(comp, grid[1]))
-    write.save_table(out.group_path(spec.name, kind="ica_labels"), labels.reset_index())
+    write.save(out.group_path(spec.name, kind="ica_maps"), nib.Nifti1Image(comp, grid[1]))
+    write.save(out.group_path(spec.name, kind="ica_labels"), labels.reset_index())
     stage2 = {ses: dual_regression_session(gctx, subjects, ses, res, used, grid[1], maps, vn)}
 
     def session_map(s, ses_, j):   # follow-ups: dual regression against the baseline components
@@ -273,13 +270,13 @@ def edge_tests(gctx, spec, params, subjects, names0, perm, kind, mat_kind) -> No
             "FlippedSubjects": list(design.flipped)}
     for c in (group_contrast(1), group_contrast(-1)):
         cvec = design.contrasts[c]
-        write.save_table(out.group_path(spec.name, "edges", c, "edges"),
+        write.save(out.group_path(spec.name, "edges", c, "edges"),
                          edge_statistics(Y, design.X, cvec, node_names=names),
                          {**meta, "Description": "edge-wise GLM t (one-sided in the contrast direction), "
                           "parametric p, Benjamini-Hochberg q over all edges"})
         r = nbs(Y, design.X, cvec, threshold=thr, n_perm=n_perm, random_state=seed, node_names=names)
-        write.save_table(out.group_path(spec.name, "nbs", c, "components"), r.components,
+        write.save(out.group_path(spec.name, "nbs", c, "components"), r.components,
                          {**meta, "Description": "network-based statistic (Zalesky 2010): components of edges with "
                           "t > threshold, size = number of edges, FWE p from Freedman-Lane permutations",
                           "Threshold": thr, "NPermutations": n_perm, "RandomSeed": seed})
-        write.save_table(out.group_path(spec.name, "nbs", c, "edges"), r.edges)
+        write.save(out.group_path(spec.name, "nbs", c, "edges"), r.edges)

@@ -80,7 +80,7 @@ def tbss_metrics(gctx, spec, params) -> list:
     sk = result.skeleton
     meta = {"Session": ses, "Space": "MNI152NLin2009cAsym", "Resolution": res, "Subjects": subjects,
             "Method": "TBSS (clean-room, Smith et al. 2006)", "Threshold": thr, "NSkeletonVoxels": sk.n_voxels}
-    write.save_image(out.group_path(spec.name, kind="mean_fa"),
+    write.save(out.group_path(spec.name, kind="mean_fa"),
                      nib.Nifti1Image(sk.mean_fa.astype(np.float32), grid[1]), meta)
     write.save_mask(out, spec.name, None, sk.skeleton, grid[1], kind="skeleton", meta=meta)
     if sk.n_voxels == 0:
@@ -100,7 +100,7 @@ def tbss_metrics(gctx, spec, params) -> list:
                                "MD/AD/RD at that session's FA indices (tbss_non_FA)"}
     data = []
     for m in METRICS:
-        write.save_image(out.group_path(spec.name, m, kind="skeletonised"),
+        write.save(out.group_path(spec.name, m, kind="skeletonised"),
                          nib.Nifti1Image(to_volume(sk, result.values[m]).astype(np.float32), grid[1]), meta)
         data.append(MetricData(
             m, subjects, sel.excluded, mask=sk.skeleton, affine=grid[1], values=result.values[m],

@@ -28,15 +28,11 @@ from . import inputs, write
 
 @dataclass
 class MetricData:
-    """One metric's participant data, side-aligned: what :func:`run_metric` analyses.
-
-    Voxel-wise: ``values`` (participants x in-mask voxels, rows in ``subjects`` order) over ``mask``
-    on ``affine``; ROI means over ``roi_maps`` (participant -> 3D map) in ``regions`` (name ->
-    region spec or 3D bool), plus the significant clusters when ``cluster_rois``. ROI tests of a
-    participant ``table`` (participant x ROI). Longitudinal: ``session_map`` / ``session_row``
-    ((participant, session) -> aligned map / ROI row, or None) over ``long_mask``, ROI means in
-    ``long_regions``.
-    """
+    """One metric's participant data, side-aligned: what :func:`run_metric` analyses. Voxel-wise:
+    ``values`` (participants x in-mask voxels, ``subjects`` order) over ``mask``; ROI means of
+    ``roi_maps`` in ``regions`` (name -> region spec or 3D bool) and, with ``cluster_rois``, the
+    significant clusters. ROI tests of ``table``. Longitudinal: ``session_map`` / ``session_row``
+    ((participant, session) -> aligned map / ROI row, or None) over ``long_mask``, ``long_regions``."""
 
     name: str
     subjects: list
@@ -395,5 +391,5 @@ def _long_roi(gctx, a, m, tables: dict, pre, post, st) -> dict:
     if not df.attrs["n_rois"]:
         return {"skipped": "no ROI with values at both sessions"}
     if len(df):
-        write.save_table(gctx.out.group_path(a, m, kind="rois_longitudinal"), df)
+        write.save(gctx.out.group_path(a, m, kind="rois_longitudinal"), df)
     return {"sessions": [pre, post], "n_rois": df.attrs["n_rois"], "n_rows": int(len(df))}

@@ -29,14 +29,9 @@ def volume(values, mask: np.ndarray, affine) -> nib.Nifti1Image:
     return img
 
 
-def save_image(path, img, meta: dict | None = None) -> None:
-    save_nifti_atomic(img, path)
-    if meta is not None:
-        write_json_atomic(sidecar_path(path), meta)
-
-
-def save_table(path, df, meta: dict | None = None) -> None:
-    save_tsv_atomic(df, path)
+def save(path, obj, meta: dict | None = None) -> None:
+    """An image (``.nii.gz``) or a table (``.tsv``) written atomically, with its sidecar when ``meta``."""
+    (save_tsv_atomic if str(path).endswith(".tsv") else save_nifti_atomic)(obj, path)
     if meta is not None:
         write_json_atomic(sidecar_path(path), meta)
 
@@ -44,7 +39,7 @@ def save_table(path, df, meta: dict | None = None) -> None:
 def save_mask(out, analysis, metric, mask, affine, kind: str = "mask", meta: dict | None = None) -> nib.Nifti1Image:
     img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     img.header.set_xyzt_units("mm")
-    save_image(out.group_path(analysis, metric, kind=kind), img, meta)
+    save(out.group_path(analysis, metric, kind=kind), img, meta)
     return img
 
 
@@ -57,25 +52,25 @@ def results(out, analysis: str, metric: str, res: list, mask: np.ndarray, affine
         def path(kind, c=r.contrast):
             return out.group_path(analysis, metric, c, kind)
 
-        save_image(path("t"), volume(r.t, mask, affine), {**meta, "Statistic": "t"})
-        save_image(path("tfce"), volume(r.tfce, mask, affine), {**meta, "Statistic": "TFCE"})
+        save(path("t"), volume(r.t, mask, affine), {**meta, "Statistic": "t"})
+        save(path("tfce"), volume(r.tfce, mask, affine), {**meta, "Statistic": "TFCE"})
         main = "TFCE" if r.meta["Inference"].startswith("TFCE") else "voxel max-t"
-        save_image(path("fwe"), volume(r.logp["fwe"], mask, affine), {**meta, "Statistic": f"-log10 FWE p ({main})"})
+        save(path("fwe"), volume(r.logp["fwe"], mask, affine), {**meta, "Statistic": f"-log10 FWE p ({main})"})
         for kind in EXTRA_LOGP:
             if kind in r.logp:
-                save_image(path(kind), volume(r.logp[kind], mask, affine), {**meta, "Statistic": f"-log10 p ({kind})"})
-        save_table(path("clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
+                save(path(kind), volume(r.logp[kind], mask, affine), {**meta, "Statistic": f"-log10 p ({kind})"})
+        save(path("clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
 
 
 def roi_results(out, analysis: str, metric: str, res) -> None:
     """``rois.tsv``, ``correlations.tsv`` (with sidecars) and ``values.tsv`` of a
     :class:`~hfsmri.stats.roi.RoiResult`."""
     meta = {"Software": SOFTWARE, **res.meta}
-    save_table(out.group_path(analysis, metric, kind="rois"), res.rois,
+    save(out.group_path(analysis, metric, kind="rois"), res.rois,
                {**meta, "Description": "ROI group comparison (patient vs control)"})
-    save_table(out.group_path(analysis, metric, kind="correlations"), res.correlations,
+    save(out.group_path(analysis, metric, kind="correlations"), res.correlations,
                {**meta, "Description": "partial correlations with clinical scores within patients"})
-    save_table(out.group_path(analysis, metric, kind="values"), res.values)
+    save(out.group_path(analysis, metric, kind="values"), res.values)
 
 
 def summary(out, analysis: str, metric: str | None, content: dict, kind: str = "summary") -> None:

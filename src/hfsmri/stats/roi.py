@@ -83,9 +83,8 @@ CORR_COLUMNS = ["roi", "score", "n", "r", "r_ci_low", "r_ci_high", "p", "p_perm"
 
 @dataclass
 class RoiResult:
-    """ROI group test (:func:`roi_glm` columns), clinical partial correlations
-    (:data:`CORR_COLUMNS`), the per-subject values behind both (index ``sub-<label>``) and a
-    JSON-able description for the sidecars."""
+    """ROI group test (:func:`roi_glm`), clinical correlations (:data:`CORR_COLUMNS`), the values
+    behind both (``participant_id`` = ``sub-<label>``) and a description for the sidecars."""
 
     rois: pd.DataFrame
     correlations: pd.DataFrame
