@@ -23,6 +23,7 @@ from .bids import Dataset, SubjectInputs
 from .derivatives import Derivatives
 from .errors import HfsmriError
 from .parallel import Job, run_jobs
+from .stage_outputs import AnatOutputs, DwiOutputs, FuncOutputs
 
 log = logging.getLogger("hfsmri")
 
@@ -39,12 +40,13 @@ class ParticipantContext:
     analyses: dict
     preprocessing: dict = field(default_factory=dict)
     flip: bool = False
+    flip_to: str | None = None   # the study's side of alignment (R/L), None when not flipping
     seed: int = 0
     omp_nthreads: int = 1
     log: Any = None
-    anat: dict = field(default_factory=dict)
-    func: dict = field(default_factory=dict)
-    dwi: dict = field(default_factory=dict)
+    anat: AnatOutputs = field(default_factory=AnatOutputs)
+    func: FuncOutputs = field(default_factory=FuncOutputs)
+    dwi: DwiOutputs = field(default_factory=DwiOutputs)
 
     def __post_init__(self):
         if self.log is None:
@@ -214,7 +216,7 @@ def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOpti
         ctx = ParticipantContext(
             subject=sub, session=ses, inputs=si, out=out,
             work_dir=work_root / si.key, analyses=analyses,
-            preprocessing=study.preprocessing, flip=study.flipped(sub), seed=seed,
+            preprocessing=study.preprocessing, flip=study.flipped(sub), flip_to=study.flip_to, seed=seed,
             omp_nthreads=options.omp_nthreads or 1)
         jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages), mem_mb=estimate_job_mb(si)))
     return jobs

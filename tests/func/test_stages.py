@@ -40,7 +40,7 @@ def test_fmriprep_stage_clean_bold_matches_nilearn(tmp_path):
     out = ctx.out
     clean_p = out.path("01", None, "func", "bold", res=RES, entities={"task": "rest", "desc": "clean"})
     mask_p = out.path("01", None, "func", "mask", res=RES, entities={"task": "rest", "desc": "brain"})
-    assert ctx.func["clean_bold"] == str(clean_p)
+    assert ctx.func.clean_bold == str(clean_p)
     cb = np.asarray(nib.load(str(clean_p)).dataobj)
     bm = np.asarray(nib.load(str(mask_p)).dataobj) > 0
     # independent reference: nilearn on the same voxels with Friston-24 + WM + CSF

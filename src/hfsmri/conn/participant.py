@@ -99,27 +99,13 @@ def atlas_entity(atlas: str) -> str:
 
 
 def flip_to_of(ctx) -> str | None:
-    """The study's ``flip_to`` (R/L) or None: from the context when the pipeline provides it, else
-    from ``OUTPUT_DIR/study.resolved.yaml``."""
-    if hasattr(ctx, "flip_to"):
-        v = getattr(ctx, "flip_to")
-        return str(v).upper() if v else None
-    p = Path(ctx.out.root) / "study.resolved.yaml"
-    if p.exists():
-        import yaml
-
-        try:
-            v = (yaml.safe_load(p.read_text()) or {}).get("flip_to")
-        except Exception:
-            v = None
-        return str(v).upper() if v else None
-    return None
+    """The study's ``flip_to`` (R/L) from the context, or None (no affected-side alignment)."""
+    return str(ctx.flip_to).upper() if ctx.flip_to else None
 
 
 def _load_inputs(ctx, res):
-    func = getattr(ctx, "func", None) or {}
-    bold_p = Path(func["clean_bold"]) if func.get("clean_bold") else None
-    mask_p = Path(func["brain_mask"]) if func.get("brain_mask") else None
+    bold_p = Path(ctx.func.clean_bold) if ctx.func.clean_bold else None
+    mask_p = Path(ctx.func.brain_mask) if ctx.func.brain_mask else None
     dbold, dmask = input_paths(ctx.out, ctx.subject, ctx.session, res)
     bold_p = bold_p or dbold
     mask_p = mask_p or dmask
