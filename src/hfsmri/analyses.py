@@ -365,9 +365,13 @@ def _methods_thickness(g, pre, c):
 def _methods_dti(g, pre, c):
     fit = str(g("fit", "wls")).upper()
     return (f"Diffusion tensors {c('basser')} were fitted by {fit} {c('wls') if fit == 'WLS' else ''} with "
-            f"dipy-compatible conventions {c('dipy')} to volumes with b ≤ {fmt_param(g('bmax', 1500))} s/mm² "
+            f"dipy-compatible conventions {c('dipy')} to the volumes with b ≤ {fmt_param(g('bmax', 1500))} s/mm² "
             f"(b0 threshold {fmt_param(g('b0_threshold', pre.get('dwi', {}).get('b0_threshold', 50)))} s/mm²; motion "
-            f"correction: {fmt_param(g('motion_correction', True))}; denoising: {fmt_param(g('denoise'))}). Fractional "
+            f"correction: {fmt_param(g('motion_correction', True))}; denoising: {fmt_param(g('denoise'))}); b0 volumes "
+            "written with b > 0 and a gradient direction entered the fit with their actual b-value and "
+            "direction, as in dipy and FSL dtifit, and for a subject without any diffusion-weighted shell at or "
+            "below the limit the lowest shell would be used (the volumes of each subject's fit are listed in "
+            "its map sidecars, TensorFitVolumes). Fractional "
             "anisotropy (FA), mean (MD = (λ1+λ2+λ3)/3), axial (AD = λ1) and radial diffusivity "
             f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {fmt_param(g('resolution', 2))} mm. The number "
             "of diffusion directions of every subject is listed in the QC table.")
@@ -595,7 +599,7 @@ PREPROCESSING_DEFAULTS: dict[str, dict] = {
     "dwi": {"b0_threshold": 50},
     "func": {"dummy_scans": 5, "resolution": 3, "band": [0.01, 0.08], "global_signal": False,
              "scrubbing": False, "fd_scrub_threshold": 0.5, "max_mean_fd": 0.2,
-             "exclude_high_motion": False},
+             "exclude_high_motion": False, "slice_timing": "auto"},
 }
 
 #: ``voxelwise_clinical``: clinical-score correlations as voxel-wise maps for every score (true),

@@ -5,10 +5,18 @@ takes milliseconds on thousands of files, and gives us control over the messages
 in the tests to check that what we find agrees with it.
 
 Run selection rule (when a subject has several runs of one modality): the T1w with the lowest run
-number; the DWI and the BOLD with the most volumes (ties: lowest run). The choice is recorded in
-``SubjectInputs.notes``. Repetition time: ``RepetitionTime`` of the JSON sidecar (inherited sidecars
-at the subject/dataset level are honoured), else the NIfTI header's pixdim[4]; when both exist they
-must agree within 1 %.
+number; the DWI and the BOLD with the most volumes (ties: lowest run). Multi-echo BOLD (``echo-``
+entity): one echo per run, the one whose ``EchoTime`` is closest to 30 ms (ties: lower echo
+number; echoes are not combined). Every choice is recorded in ``SubjectInputs.notes`` (the
+``notes`` column of ``logs/inputs.tsv``) and logged. Repetition time: ``RepetitionTime`` of the
+JSON sidecar (inherited sidecars at the subject/dataset level are honoured), else the NIfTI
+header's pixdim[4] (in ms when the header says so, or when its units are unknown and pixdim[4]/1000
+is the sidecar's TR); when both exist they must agree within 1 %, and the TR must lie in
+[``MIN_TR``, ``MAX_TR``] = [0.1, 20] s (2000 is milliseconds written as seconds).
+
+Faults of one subject found while discovering (bad TR, multi-echo without EchoTime) do not stop
+discovery: they are kept in ``SubjectInputs.problems`` and reported by :func:`validate_inputs`
+with the header-level checks, before any job starts (``--on-bad-input skip`` leaves the subject out).
 
 Preprocessed inputs: fMRIPrep (``space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz``,
 ``desc-confounds_timeseries.tsv``, ``space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz``) and QSIPrep
@@ -17,15 +25,24 @@ or ``BIDS_DIR/derivatives/{fmriprep,qsiprep}``; when present they are used as th
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .analyses import STAGE_INPUT, STAGE_OF
-from .errors import BidsError
+from .errors import BidsError, HfsmriError
 from .io import read_json
 
 _ENT = re.compile(r"(?:^|_)([a-z]+)-([A-Za-z0-9]+)")
+log = logging.getLogger("hfsmri")
+
+#: accepted repetition times (s): below is not an fMRI TR, above is milliseconds written as seconds
+MIN_TR, MAX_TR = 0.1, 20.0
+#: multi-echo BOLD: the echo used is the one with EchoTime closest to this (s), as for single-echo BOLD at 3 T
+TARGET_ECHO_TIME = 0.030
+#: sidecar fields of the BOLD that preprocessing uses (kept in ``SubjectInputs.bold_meta``)
+BOLD_META_FIELDS = ("RepetitionTime", "SliceTiming", "SliceEncodingDirection", "EchoTime")
 
 
 def entities(path: str | Path) -> dict[str, str]:
@@ -54,7 +71,9 @@ class SubjectInputs:
     qsiprep_dwi: Path | None = None
     qsiprep_bval: Path | None = None
     qsiprep_bvec: Path | None = None
+    bold_meta: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -76,6 +95,8 @@ class SubjectInputs:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "problems":
+                v = [str(p) for p in v]
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
 
@@ -158,10 +179,35 @@ def _sidecar_json(nifti: Path, root: Path) -> Path | None:
     return None
 
 
-def _repetition_time(bold: Path, side: Path | None) -> float:
+def check_repetition_time(tr: float, path, field: str = "RepetitionTime") -> float:
+    """The TR (s) if it lies in [MIN_TR, MAX_TR], else a :class:`BidsError` naming file and field."""
+    if not (MIN_TR <= tr <= MAX_TR):
+        hint = " (milliseconds written as seconds?)" if tr > MAX_TR else ""
+        raise BidsError(f"RepetitionTime {tr:g} s is outside [{MIN_TR:g}, {MAX_TR:g}] s{hint}", path=path,
+                        field=field)
+    return float(tr)
+
+
+def _header_tr(bold: Path) -> tuple[float | None, str]:
+    """(pixdim[4] in seconds or None, the header's time unit) of a 4D NIfTI."""
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(bold))
+        if len(img.shape) != 4:
+            return None, "sec"
+        val = float(img.header.get_zooms()[3])
+        units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
+    except Exception:
+        return None, "sec"  # unreadable images are reported by the checks that load them
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(units, 1.0)
+    return (val * scale if val > 0 else None), units
+
+
+def _repetition_time(bold: Path, side: Path | None, meta: dict | None = None) -> float:
     tr_json = None
     if side is not None:
-        meta = read_json(side, what="BOLD JSON sidecar")
+        meta = read_json(side, what="BOLD JSON sidecar") if meta is None else meta
         if "RepetitionTime" in meta:
             try:
                 tr_json = float(meta["RepetitionTime"])
@@ -171,19 +217,11 @@ def _repetition_time(bold: Path, side: Path | None) -> float:
             if not tr_json > 0:
                 raise BidsError(f"RepetitionTime must be positive, got {tr_json}", path=side,
                                 field="RepetitionTime")
-    tr_hdr = None
-    try:
-        import nibabel as nib
-
-        img = nib.load(str(bold))
-        if len(img.shape) == 4:
-            zooms = img.header.get_zooms()
-            units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
-            val = float(zooms[3])
-            scale = {"msec": 1e-3, "usec": 1e-6}.get(units, 1.0)
-            tr_hdr = val * scale if val > 0 else None
-    except Exception:
-        tr_hdr = None  # unreadable images are reported by the stage that loads them
+            check_repetition_time(tr_json, side)
+    tr_hdr, units = _header_tr(bold)
+    if tr_json is not None and tr_hdr is not None and units == "unknown" \
+            and abs(tr_json - tr_hdr / 1000) <= 0.01 * tr_json:
+        tr_hdr = tr_hdr / 1000  # header time unit unset and pixdim[4] in ms: what the sidecar says
     if tr_json is not None and tr_hdr is not None and abs(tr_json - tr_hdr) > 0.01 * tr_json:
         raise BidsError(f"RepetitionTime {tr_json} s in {side.name} disagrees with the NIfTI header "
                         f"({tr_hdr:g} s)", path=bold, field="RepetitionTime")
@@ -191,7 +229,54 @@ def _repetition_time(bold: Path, side: Path | None) -> float:
     if tr is None:
         raise BidsError("no RepetitionTime: add it to the JSON sidecar (seconds)", path=bold,
                         field="RepetitionTime")
+    if tr_json is None:
+        check_repetition_time(tr, bold, "RepetitionTime (NIfTI header pixdim[4])")
     return tr
+
+
+def _bold_meta(side: Path | None) -> dict:
+    if side is None:
+        return {}
+    meta = read_json(side, what="BOLD JSON sidecar")
+    return {k: meta[k] for k in BOLD_META_FIELDS if k in meta}
+
+
+def _pick_echoes(bolds: list[Path], root: Path, notes: list, problems: list) -> list[Path]:
+    """One file per multi-echo run: the echo with EchoTime closest to TARGET_ECHO_TIME."""
+    groups: dict = {}
+    for p in bolds:
+        key = re.sub(r"_echo-[A-Za-z0-9]+", "", p.name)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for key, files in sorted(groups.items()):
+        echoes = [p for p in files if "echo" in entities(p)]
+        if not echoes:
+            out.extend(files)
+            continue
+        tes = {}
+        for p in echoes:
+            side = _sidecar_json(p, root)
+            te = (read_json(side, what="BOLD JSON sidecar") if side else {}).get("EchoTime")
+            try:
+                tes[p] = float(te)
+            except (TypeError, ValueError):
+                problems.append(BidsError("multi-echo BOLD without a numeric EchoTime in its sidecar (needed to "
+                                          "choose the echo)", path=p, field="EchoTime"))
+        if len(tes) < len(echoes):
+            continue
+
+        def echo_num(p):
+            e = entities(p)["echo"]
+            return int(e) if e.isdigit() else 0
+
+        chosen = min(echoes, key=lambda p: (abs(tes[p] - TARGET_ECHO_TIME), echo_num(p)))
+        listing = ", ".join(f"echo-{entities(p)['echo']} {1000 * tes[p]:g} ms"
+                            for p in sorted(echoes, key=echo_num))
+        if len(echoes) > 1:
+            notes.append(f"BOLD: multi-echo run ({listing}); used {chosen.name} (EchoTime "
+                         f"{1000 * tes[chosen]:g} ms, closest to {1000 * TARGET_ECHO_TIME:g} ms; echoes not combined)")
+        out.append(chosen)
+    return out
 
 
 def _find(folder: Path, pattern: str) -> list[Path]:
@@ -267,11 +352,18 @@ def discover(bids_dir: str | Path, participant_labels=None, session_labels=None,
                         raise BidsError(f"DWI has no {what} file (expected {f.name})", path=si.dwi)
                 si.dwi_json = _sidecar_json(si.dwi, root)
             bolds = [p for p in _find(base / "func", "*_bold.nii*") if entities(p).get("task", "").startswith("rest")]
+            bolds = _pick_echoes(bolds, root, si.notes, si.problems)
             si.bold = _pick(bolds, "most", "BOLD", si.notes)
             if si.bold is not None:
                 si.bold_json = _sidecar_json(si.bold, root)
-                si.tr = _repetition_time(si.bold, si.bold_json)
+                try:
+                    si.bold_meta = _bold_meta(si.bold_json)
+                    si.tr = _repetition_time(si.bold, si.bold_json, si.bold_meta)
+                except HfsmriError as exc:  # reported by validate_inputs with the subject's other faults
+                    si.problems.append(exc)
             _attach_derivatives(si, droots)
+            for note in si.notes:
+                log.info("%s: %s", si.key, note)
             inputs[(sub, ses)] = si
     if wanted_ses:
         unknown = [s for s in wanted_ses if s not in seen_sessions]
@@ -303,7 +395,10 @@ def _attach_derivatives(si: SubjectInputs, droots: list[Path]) -> None:
                 si.fmriprep_mask = mask[0] if mask else None
                 side = _sidecar_json(pick, droot)
                 if si.tr is None:
-                    si.tr = _repetition_time(pick, side)
+                    try:
+                        si.tr = _repetition_time(pick, side)
+                    except HfsmriError as exc:
+                        si.problems.append(exc)
                 si.notes.append(f"using fMRIPrep outputs from {droot}")
         dwi = droot / rel / "dwi"
         if si.qsiprep_dwi is None and dwi.is_dir():
@@ -322,19 +417,26 @@ def _attach_derivatives(si: SubjectInputs, droots: list[Path]) -> None:
 MIN_BOLD_VOLUMES = 30
 
 
-def validate_inputs(si: SubjectInputs, dummy_scans: int = 5, read_data: bool = False) -> list:
+def validate_inputs(si: SubjectInputs, dummy_scans: int = 5, read_data: bool = False,
+                    slice_timing="auto") -> list:
     """Check one subject's inputs; returns a list of :class:`~hfsmri.errors.HfsmriError` (empty = fine).
 
-    Header level (``read_data=False``, fast, done when the run is planned): T1w is 3D, BOLD and DWI
-    are 4D, BOLD has at least ``dummy_scans + MIN_BOLD_VOLUMES`` volumes, b-values/b-vectors match
-    the DWI volume count with no NaN or zero vector on a diffusion-weighted volume. Data level
-    (``read_data=True``, done inside the subject's job): images decompress completely (not
-    truncated), contain no NaN/inf and are not all zero.
+    Header level (``read_data=False``, fast, done for every subject before any job starts): faults
+    found during discovery (TR, EchoTime); every image's header dimensions agree with its data size
+    and its affine is finite, non-degenerate and not sheared, with >= 2 voxels per spatial axis
+    (:func:`hfsmri.io.load_image`); T1w is 3D, BOLD and DWI are 4D, BOLD has at least
+    ``dummy_scans + MIN_BOLD_VOLUMES`` volumes and a valid ``SliceTiming`` when slice-timing
+    correction will use it (``slice_timing``: auto/true/false, see :mod:`hfsmri.func.slicetime`);
+    b-values/b-vectors match the DWI volume count, with no NaN or zero vector on a
+    diffusion-weighted volume, no b >= 10 000, at least one b0 and one diffusion-weighted volume.
+    qform/sform disagreements are not faults: they are added to ``si.notes``.
+    Data level (``read_data=True``, done inside the subject's job): images decompress completely
+    (not truncated), contain no NaN/inf and are not all zero.
     """
     from .errors import HfsmriError
-    from .io import load_image
+    from .io import geometry_notes, load_image
 
-    problems: list = []
+    problems: list = list(si.problems)
 
     def check(fn):
         try:
@@ -343,25 +445,55 @@ def validate_inputs(si: SubjectInputs, dummy_scans: int = 5, read_data: bool = F
             problems.append(exc)
 
     def image(path, ndim, what, min_volumes=None):
-        return lambda: load_image(path, ndim=ndim, what=what, min_volumes=min_volumes, check_finite=read_data)
+        img = load_image(path, ndim=ndim, what=what, min_volumes=min_volumes, check_finite=read_data)
+        if not read_data:
+            for note in geometry_notes(img, path, what):
+                if note not in si.notes:
+                    si.notes.append(note)
+                    log.warning("%s: %s", si.key, note)
+        return img
 
     if si.t1w is not None:
-        check(image(si.t1w, 3, "T1w"))
-    for bold, what in ((si.bold, "BOLD"), (si.fmriprep_bold, "fMRIPrep BOLD")):
-        if bold is not None:
-            check(image(bold, 4, what, dummy_scans + MIN_BOLD_VOLUMES))
+        check(lambda: image(si.t1w, 3, "T1w"))
+    if si.bold is not None:
+        check(lambda: _check_bold(image(si.bold, 4, "BOLD", dummy_scans + MIN_BOLD_VOLUMES), si, slice_timing))
+    if si.fmriprep_bold is not None:
+        check(lambda: image(si.fmriprep_bold, 4, "fMRIPrep BOLD", dummy_scans + MIN_BOLD_VOLUMES))
     if si.fmriprep_mask is not None:
-        check(image(si.fmriprep_mask, 3, "fMRIPrep brain mask"))
+        check(lambda: image(si.fmriprep_mask, 3, "fMRIPrep brain mask"))
     for dwi, bval, bvec, what in ((si.dwi, si.bval, si.bvec, "DWI"),
                                   (si.qsiprep_dwi, si.qsiprep_bval, si.qsiprep_bvec, "QSIPrep DWI")):
         if dwi is None:
             continue
 
         def dwi_check(dwi=dwi, bval=bval, bvec=bvec, what=what):
-            img = load_image(dwi, ndim=4, what=what, check_finite=read_data)
+            img = image(dwi, 4, what)
             from .dwi.gradients import read_gradients
+            from .errors import InputDataError
 
-            read_gradients(bval, bvec, n_volumes=int(img.shape[3]))
+            g = read_gradients(bval, bvec, n_volumes=int(img.shape[3]))
+            if g.n_b0 == 0:
+                raise InputDataError(f"no b0 volume (b <= {g.b0_threshold:g} s/mm²): the mean b0 is needed for the "
+                                     "brain mask and the registration", path=bval)
 
         check(dwi_check)
     return problems
+
+
+def _check_bold(img, si: SubjectInputs, slice_timing) -> None:
+    """SliceTiming of the raw BOLD, when slice-timing correction will use it."""
+    from .errors import InputDataError
+    from .func.slicetime import slice_axis, slice_timing_mode, validate_slice_timing
+
+    mode = slice_timing_mode(slice_timing)
+    times = si.bold_meta.get("SliceTiming")
+    side = si.bold_json or si.bold
+    if mode == "false" or si.tr is None or si.fmriprep_bold is not None:  # fMRIPrep outputs: its own STC
+        return
+    if times is None:
+        if mode == "true":
+            raise InputDataError("preprocessing.func.slice_timing is true but the sidecar has no SliceTiming",
+                                 path=side, field="SliceTiming")
+        return
+    axis, _ = slice_axis(si.bold_meta.get("SliceEncodingDirection"), path=side)
+    validate_slice_timing(times, si.tr, int(img.shape[axis]), path=side)

@@ -15,7 +15,7 @@ from . import __version__
 from .analyses import ANALYSES
 from .errors import HfsmriError
 
-SUBCOMMANDS = ("simulate", "demo", "report", "power")
+SUBCOMMANDS = ("simulate", "demo", "report", "power", "import")
 
 DESCRIPTION = f"""\
 hfsmri {__version__}: every MRI analysis of a clinical case-control study, from BIDS to report.
@@ -28,9 +28,11 @@ usage:
   hfsmri demo [OUTPUT_DIR]                           simulate + participant + group + report
   hfsmri report OUTPUT_DIR                           (re)build the HTML report
   hfsmri power [options]                             power analysis by simulation
+  hfsmri import DICOM_DIR BIDS_DIR --subject 01 [--session pre] [--heuristic FILE]
+                                                     DICOM -> BIDS (dcm2niix), one subject at a time
   hfsmri --version | --help
 
-Run "hfsmri <sub-command> --help" for the options of simulate, demo, report and power.
+Run "hfsmri <sub-command> --help" for the options of simulate, demo, report, power and import.
 """
 
 ANALYSIS_NAMES = tuple(ANALYSES)   # --skip choices: the analyses' registry
@@ -102,8 +104,40 @@ def simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deform", action="store_true", help="no per-subject nonlinear deformation (fast tests)")
     p.add_argument("--n-sites", type=int, default=1, metavar="N")
     p.add_argument("--site-effects", action="store_true", help="add scanner offsets/scaling per site")
+    from .simulate.scanner import SLICE_ORDERS, T1W_DTYPES, USER_PRESET
+
+    g = p.add_argument_group("scanner", "how images are acquired and stored (docs/simulator.md); a preset, "
+                             "then single options that override it")
+    g.add_argument("--scanner", choices=("ideal", "realistic"), default=USER_PRESET,
+                   help="realistic (default): full head with face and neck, tilted head in the coil, oblique "
+                        "headers, mixed storage / voxel sizes / data types, bias field, slice timing; ideal: "
+                        "axis-aligned brain-and-skull images in MNI position (unit tests)")
+    g.add_argument("--full-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="T1w with face, neck and shoulders in a 256 mm field of view")
+    g.add_argument("--head-pose", choices=("ideal", "realistic"), help="head position in the coil")
+    g.add_argument("--oblique-deg", type=float, metavar="DEG", help="largest header rotation (0 = axis-aligned)")
+    g.add_argument("--anisotropy", metavar="none|mixed|I,J,K",
+                   help="voxel size along the stored axes relative to --resolution, e.g. 1,1,1.2")
+    g.add_argument("--t1w-orientation", metavar="mixed|CODE", help="T1w voxel order, e.g. PIR (sagittal), LPS, RAS")
+    g.add_argument("--epi-orientation", metavar="legacy|mixed|CODE", help="DWI/BOLD voxel order, e.g. LAS, LPS")
+    g.add_argument("--t1w-dtype", choices=(*T1W_DTYPES, "mixed"), help="T1w data type (mixed: also a random scale)")
+    g.add_argument("--bias", metavar="legacy|FRACTION", help="T1w bias field half-range, e.g. 0.2 (= ±20 %%)")
+    g.add_argument("--slice-timing", choices=("none", *SLICE_ORDERS, "mixed"), help="BOLD slice acquisition order")
     _add_common(p)
     return p
+
+
+def scanner_from_args(args) -> dict:
+    """The ``scanner`` argument of ``simulate_study`` from the simulate options (preset + overrides)."""
+    spec = {"preset": args.scanner}
+    for key in ("full_head", "head_pose", "oblique_deg", "anisotropy", "t1w_orientation", "epi_orientation",
+                "t1w_dtype", "slice_timing"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.bias is not None:
+        spec["bias"] = args.bias
+    return spec
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -138,6 +172,34 @@ def power_parser() -> argparse.ArgumentParser:
     return p
 
 
+def import_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hfsmri import", description="Convert one subject's DICOM folder (one scanner visit) into a "
+                "BIDS dataset with dcm2niix: T1w, DWI (+ bval/bvec) and resting-state BOLD by a heuristic; "
+                "prints what happened to each series. See docs/import.md.")
+    p.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path, help="folder with the subject's DICOM files (any layout)")
+    p.add_argument("bids_dir", metavar="BIDS_DIR", type=Path, help="BIDS dataset to add the subject to (created if missing)")
+    p.add_argument("--subject", required=True, metavar="LABEL", help="participant label, e.g. 01 (or sub-01)")
+    p.add_argument("--session", metavar="LABEL", help="session label, e.g. pre (or ses-pre)")
+    p.add_argument("--heuristic", type=Path, metavar="FILE", help="YAML rules that map series to BIDS names "
+                   "(default: hfsmri's; see docs/import.md)")
+    p.add_argument("--participant-info", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="participants.tsv columns for this subject, e.g. group=HFS age=54 affected_side=L")
+    p.add_argument("--overwrite", action="store_true", help="replace an already imported subject/session "
+                   "(and participant values that differ)")
+    p.add_argument("--dry-run", action="store_true", help="scan and classify only: print what would be done")
+    _add_common(p)
+    return p
+
+
+def run_import(args) -> int:
+    from .dicom import import_dicom
+
+    setup_logging(args.verbose, args.debug)
+    import_dicom(args.dicom_dir, args.bids_dir, args.subject, session=args.session, heuristic=args.heuristic,
+                 participant_info=args.participant_info, overwrite=args.overwrite, dry_run=args.dry_run)
+    return 0
+
+
 def setup_logging(verbose: bool = False, debug: bool = False) -> int:
     level = logging.DEBUG if (verbose or debug) else logging.INFO
     logger = logging.getLogger("hfsmri")
@@ -160,7 +222,9 @@ def _is_inside(child: Path, parent: Path) -> bool:
 
 
 def validate_bids_app_args(args) -> None:
-    """Checks that need no data loading; each raises HfsmriError naming the thing at fault."""
+    """Checks that need no data loading and write nothing; each raises HfsmriError naming the
+    thing at fault. Nothing is ever written inside BIDS_DIR: OUTPUT_DIR and the work directory
+    must lie outside it."""
     bids = args.bids_dir
     if not bids.exists():
         raise HfsmriError("BIDS_DIR does not exist", path=bids)
@@ -169,8 +233,13 @@ def validate_bids_app_args(args) -> None:
     if _is_inside(args.output_dir, bids):
         raise HfsmriError(f"OUTPUT_DIR {args.output_dir} is inside BIDS_DIR; choose a folder outside the raw "
                           "dataset (e.g. next to it)", path=bids)
+    if args.work_dir is not None and _is_inside(args.work_dir, bids):
+        raise HfsmriError(f"the work directory (-w) {args.work_dir} is inside BIDS_DIR; choose a folder outside the "
+                          "raw dataset (nothing is ever written inside BIDS_DIR)", path=bids)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise HfsmriError("OUTPUT_DIR exists and is not a directory", path=args.output_dir)
+    if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
+        raise HfsmriError("the work directory (-w) exists and is not a directory", path=args.work_dir)
     if args.study is not None:
         if not args.study.exists():
             raise HfsmriError("study file does not exist", path=args.study)
@@ -182,6 +251,8 @@ def validate_bids_app_args(args) -> None:
             raise HfsmriError(f"--{opt.replace('_', '-')} must be at least 1, got {v}")
     if args.mem_mb is not None and args.mem_mb <= 0:
         raise HfsmriError(f"--mem-mb must be positive, got {args.mem_mb}")
+    if args.analysis_level == "group" and args.study is None:
+        raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
 
 
 def run_bids_app(args) -> int:
@@ -209,7 +280,7 @@ def run_simulate(args) -> int:
     path = simulate_study(args.output_bids_dir, n_patients=args.n_patients, n_controls=args.n_controls,
                           seed=args.seed, sessions=sessions, effects=args.effects, resolution=args.resolution,
                           n_dirs=args.n_dirs, n_volumes=args.n_volumes, deform=not args.no_deform,
-                          n_sites=args.n_sites, site_effects=args.site_effects)
+                          n_sites=args.n_sites, site_effects=args.site_effects, scanner=scanner_from_args(args))
     print(path)
     return 0
 
@@ -258,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[0] in SUBCOMMANDS:
             parser = {"simulate": simulate_parser, "demo": demo_parser, "report": report_parser,
-                      "power": power_parser}[argv[0]]()
+                      "power": power_parser, "import": import_parser}[argv[0]]()
             args = parser.parse_args(argv[1:])
-            runner = {"simulate": run_simulate, "demo": run_demo, "report": run_report, "power": run_power}[argv[0]]
+            runner = {"simulate": run_simulate, "demo": run_demo, "report": run_report, "power": run_power,
+                      "import": run_import}[argv[0]]
         else:
             args = bids_app_parser().parse_args(argv)
             runner = run_bids_app
@@ -271,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"hfsmri: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, quota or read-only folder is the user's to fix, not a bug
+        from .errors import storage_error
+
+        err = storage_error(exc)
+        if err is None or debug:
+            raise
+        print(f"hfsmri: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hfsmri: interrupted", file=sys.stderr)

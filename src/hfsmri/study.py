@@ -19,6 +19,14 @@ study.yaml keys (all optional but ``group_column``; see the contract for the can
 
 Every fault is a :class:`~hfsmri.errors.StudyError` naming the file and field, and listing the
 participants concerned.
+
+Levels: the participant level runs on any number of participants (one subject, or a
+participants.tsv whose groups are not yet complete). What only a group analysis needs — at least
+two participants per group, covariates with a value for everyone and not constant, at least two
+sites for harmonisation — is checked by :meth:`Study.check_group_level`, which
+``Study.from_bids(..., level="group")`` (the default) runs and ``level="participant"`` skips.
+Everything else (columns, group values, types, affected sides, study.yaml keys) is checked at
+both levels.
 """
 from __future__ import annotations
 
@@ -147,11 +155,15 @@ class Study:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_bids(cls, bids_dir: str | Path, study_yaml: str | Path | dict | None = None,
-                  check_sessions: bool = True) -> "Study":
+                  check_sessions: bool = True, level: str = "group") -> "Study":
         """Build the study from ``BIDS_DIR/participants.tsv`` and a study.yaml (path or dict).
 
         With ``study_yaml=None`` every default applies (group column ``group`` with values HFS/HC).
+        ``level="participant"`` skips the checks only a group analysis needs
+        (:meth:`check_group_level`); ``"group"`` (default) runs them.
         """
+        if level not in ("participant", "group"):
+            raise ValueError(f"level must be 'participant' or 'group', got {level!r}")
         bids_dir = Path(bids_dir)
         tsv = bids_dir / "participants.tsv"
         df = _read_participants(tsv)
@@ -163,9 +175,39 @@ class Study:
             ypath = Path(study_yaml)
             cfg = _read_yaml(ypath)
         study = cls._from_config(df, cfg, tsv, ypath)
+        if level == "group":
+            study.check_group_level()
         if check_sessions and study.sessions:
             study._check_sessions_on_disk(bids_dir)
         return study
+
+    def check_group_level(self) -> None:
+        """What a group analysis needs of participants.tsv (a :class:`StudyError` otherwise): at least
+        two participants per group, every covariate known for everyone and not constant, at least
+        two sites when harmonising. The participant level does not need any of it."""
+        tsv = Path(self.source.get("participants", "participants.tsv"))
+        ypath = Path(self.source.get("study_yaml", "study.yaml"))
+        df = self.participants
+        gvals = df[self.group_column].astype("string")
+        small = [f"group {role} ({value!r}) has {int((gvals == value).sum())} participant(s)"
+                 for role, value in self.groups.items() if int((gvals == value).sum()) < 2]
+        if small:
+            raise StudyError("; ".join(small) + "; at least 2 per group are needed for the group level (the "
+                             "participant level runs on any number)", path=tsv, field=self.group_column)
+        for c in self.covariates:
+            missing = df.index[df[c].isna()].tolist()
+            if missing:
+                raise StudyError(f"covariate {c!r} has missing values for: "
+                                 + ", ".join(f"sub-{m}" for m in missing), path=tsv, field=c)
+            if df[c].nunique(dropna=True) < 2:
+                raise StudyError(f"covariate {c!r} is constant ({df[c].iloc[0]!r} for everyone); "
+                                 "remove it from study.yaml covariates", path=tsv, field=c)
+        if self.harmonize != "none":
+            n_sites = int(df[self.site_column].astype(str).nunique()) if self.site_column is not None else 0
+            if n_sites < 2:
+                have = "no site_column" if self.site_column is None else f"{self.site_column!r} has {n_sites}"
+                raise StudyError(f"harmonize: {self.harmonize} needs a site_column with at least 2 sites ({have})",
+                                 path=ypath, field="harmonize")
 
     @classmethod
     def _from_config(cls, df: pd.DataFrame, cfg: dict, tsv: Path, ypath: Path) -> "Study":
@@ -220,11 +262,6 @@ class Study:
             raise StudyError(f"group value(s) that map to neither patient ({groups['patient']!r}) nor "
                              f"control ({groups['control']!r}) in study.yaml 'groups': {pairs}",
                              path=tsv, field=group_column)
-        for role, value in groups.items():
-            n = int((gvals == value).sum())
-            if n < 2:
-                raise StudyError(f"group {role} ({value!r}) has {n} participant(s); at least 2 are needed",
-                                 path=tsv, field=group_column)
 
         # covariates
         covariates = [need_column(c, "covariates") for c in as_list(cfg.get("covariates"), "covariates")]
@@ -233,6 +270,8 @@ class Study:
             raise err("must map covariate names to 'continuous' or 'categorical'", "covariate_types")
         covariate_types = {}
         for c in covariates:
+            if df[c].isna().all():
+                raise StudyError(f"covariate {c!r} has no values (n/a for every participant)", path=tsv, field=c)
             t = ctypes_cfg.get(c)
             if t is None:
                 t = "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
@@ -243,20 +282,19 @@ class Study:
                 raise StudyError(f"covariate {c!r} is continuous but has non-numeric values: "
                                  + ", ".join(f"sub-{i}={v!r}" for i, v in bad.head(10).items()),
                                  path=tsv, field=c)
-            missing = df.index[df[c].isna()].tolist()
-            if missing:
-                raise StudyError(f"covariate {c!r} has missing values for: "
-                                 + ", ".join(f"sub-{m}" for m in missing), path=tsv, field=c)
-            if df[c].nunique(dropna=True) < 2:
-                raise StudyError(f"covariate {c!r} is constant ({df[c].iloc[0]!r} for everyone); "
-                                 "remove it from study.yaml covariates", path=tsv, field=c)
-            covariate_types[c] = t
+            covariate_types[c] = t  # missing / constant values: check_group_level
         for c in ctypes_cfg:
             if c not in covariates:
                 raise err(f"{c!r} has a type but is not listed in covariates", "covariate_types")
 
         clinical = [need_column(c, "clinical") for c in as_list(cfg.get("clinical"), "clinical")]
         for c in clinical:
+            if df[c].isna().all():
+                raise StudyError(f"clinical score {c!r} has no values (n/a for every participant)", path=tsv, field=c)
+            if df.loc[gvals == groups["patient"], c].isna().all():
+                raise StudyError(f"clinical score {c!r} has no values for any patient (n/a for every "
+                                 f"{groups['patient']!r} participant; clinical correlations are computed within "
+                                 "patients)", path=tsv, field=c)
             if not pd.api.types.is_numeric_dtype(df[c]):
                 bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
                 raise StudyError(f"clinical score {c!r} must be numeric; non-numeric values: "
@@ -305,9 +343,6 @@ class Study:
         harmonize = str(harmonize).lower()
         if harmonize not in ("combat", "covariate", "none"):
             raise err(f"must be 'combat', 'covariate' or 'none', got {cfg.get('harmonize')!r}", "harmonize")
-        if harmonize != "none" and n_sites < 2:
-            raise err(f"harmonize: {harmonize} needs a site_column with at least 2 sites "
-                      f"({'no site_column' if site_col is None else f'{site_col!r} has {n_sites}'})", "harmonize")
 
         analyses = cls._resolve_analyses(cfg.get("analyses"), ypath)
         preprocessing = cls._resolve_section(cfg.get("preprocessing"), PREPROCESSING_DEFAULTS, ypath,

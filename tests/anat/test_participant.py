@@ -113,7 +113,7 @@ def test_vbm_planted_gm_decrease_in_patient(study):
     eff = pd.read_csv(gt_dir / "effects.tsv", sep="\t")
     sel = eff[(eff.analysis == "vbm") & (eff.hemisphere == "bilateral") & (eff.direction == -1)]
     assert len(sel) >= 4
-    ref = nib.load(study["runs"]["01"][0].anat["vbm_modulated"])
+    ref = nib.load(study["runs"]["01"][0].anat.vbm_modulated)
     union = np.zeros(ref.shape, bool)
     for rel in sel["mask"]:
         union |= resample_to_img(nib.load(str(gt_dir / rel)), ref, interpolation="nearest",

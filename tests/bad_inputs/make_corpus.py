@@ -203,8 +203,93 @@ def case_no_subjects(root, tmp):
     return []
 
 
-def case_too_few_controls(root, tmp):
-    _tsv_edit(root, "sub-03\tHC", "sub-03\tHFS")
+def case_too_few_controls(root, tmp):  # group level only: the participant level runs on any number
+    p = root / "participants.tsv"
+    p.write_text("\n".join(ln.replace("\tHC\t", "\tHFS\t").replace("\tn/a\t", "\tR\t") if ln.startswith("sub-03")
+                           else ln for ln in p.read_text().splitlines()) + "\n")
+    return _study(tmp, "group_column: group\n")
+
+
+def _reheader(path, affine):
+    """Write ``affine`` into the sform rows (sform_code 1, qform_code 0) as a broken converter
+    would; set directly in the header, since nibabel refuses to build such affines itself."""
+    img = nib.load(path)
+    hdr = img.header.copy()
+    hdr["qform_code"] = 0
+    hdr["sform_code"] = 1
+    for k, row in zip(("srow_x", "srow_y", "srow_z"), np.asarray(affine, float)[:3]):
+        hdr[k] = row
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), None, hdr), path)
+
+
+def case_t1w_sheared_affine(root, tmp):
+    _reheader(t1w(root), affine=np.array([[3.0, 0.9, 0, 0], [0, 3, 0, 0], [0, 0, 3, 0], [0, 0, 0, 1]]))
+    return []
+
+
+def case_t1w_zero_determinant(root, tmp):
+    _reheader(t1w(root), affine=np.array([[3.0, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]))
+    return []
+
+
+def case_t1w_nonfinite_affine(root, tmp):
+    _reheader(t1w(root), affine=np.array([[3.0, 0, 0, np.nan], [0, 3, 0, 0], [0, 0, 3, 0], [0, 0, 0, 1]]))
+    return []
+
+
+def case_t1w_single_slice(root, tmp):
+    _img(t1w(root), (40, 40, 1))
+    return []
+
+
+def case_bold_header_fewer_volumes(root, tmp):
+    """60 volumes stored, the header declares 40 (the dim field edited by a broken converter)."""
+    import gzip
+
+    _img(bold(root), (6, 6, 6, 60), tr=2.0)
+    raw = bytearray(gzip.decompress(bold(root).read_bytes()))
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
+    hdr.set_data_shape((6, 6, 6, 40))
+    raw[:348] = hdr.binaryblock
+    bold(root).write_bytes(gzip.compress(bytes(raw)))
+    return []
+
+
+def case_bold_tr_in_ms(root, tmp):
+    bold(root).with_name("sub-02_task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2000}))
+    return []
+
+
+def case_bold_slice_timing_ms(root, tmp):
+    times = [i * 2000.0 / 6 for i in range(6)]
+    bold(root).with_name("sub-02_task-rest_bold.json").write_text(
+        json.dumps({"RepetitionTime": 2.0, "SliceTiming": times}))
+    return []
+
+
+def case_bold_slice_timing_length(root, tmp):
+    bold(root).with_name("sub-02_task-rest_bold.json").write_text(
+        json.dumps({"RepetitionTime": 2.0, "SliceTiming": [0.0, 0.5, 1.0, 1.5]}))
+    return []
+
+
+def case_multi_echo_without_echo_time(root, tmp):
+    func = bold(root).parent
+    for e in (1, 2):
+        _img(func / f"sub-02_task-rest_echo-{e}_bold.nii.gz", (6, 6, 6, 40), tr=2.0)
+        (func / f"sub-02_task-rest_echo-{e}_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    bold(root).unlink()
+    bold(root).with_name("sub-02_task-rest_bold.json").unlink()
+    return []
+
+
+def case_bval_in_s_per_m2(root, tmp):
+    dwi(root).with_name("sub-02_dwi.bval").write_text("0 1e9 1e9 1e9 1e9 1e9 1e9\n")
+    return []
+
+
+def case_dwi_no_weighted_volume(root, tmp):
+    dwi(root).with_name("sub-02_dwi.bval").write_text("0 0 5 5 10 10 0\n")
     return []
 
 
@@ -228,8 +313,8 @@ CASES = {
     "unknown_group_value": (case_unknown_group_value, ["participants.tsv", "sub-04=PD"], "plan"),
     "duplicated_participant": (case_duplicated_participant, ["participants.tsv", "duplicated participant_id"], "plan"),
     "covariate_text": (case_covariate_text, ["participants.tsv", "sub-02='forty'"], "plan"),
-    "covariate_missing": (case_covariate_missing, ["participants.tsv", "missing values for: sub-02"], "plan"),
-    "constant_covariate": (case_constant_covariate, ["site", "constant"], "plan"),
+    "covariate_missing": (case_covariate_missing, ["participants.tsv", "missing values for: sub-02"], "group"),
+    "constant_covariate": (case_constant_covariate, ["site", "constant"], "group"),
     "subject_missing_on_disk": (case_subject_missing_on_disk, ["sub-07", "not found"], "plan"),
     "session_missing": (case_session_missing, ["sessions", "sub-01/ses-post"], "plan"),
     "affected_side_invalid": (case_affected_side_invalid, ["affected_side", "L, R or B"], "plan"),
@@ -239,7 +324,23 @@ CASES = {
     "study_yaml_unknown_key": (case_study_yaml_unknown_key, ["study.yaml", "unknown key 'analysis'"], "plan"),
     "participants_missing": (case_participants_missing, ["participants.tsv", "not found"], "plan"),
     "no_subjects": (case_no_subjects, ["no sub-* folders"], "plan"),
-    "too_few_controls": (case_too_few_controls, ["participants.tsv", "at least 2"], "plan"),
+    "too_few_controls": (case_too_few_controls, ["participants.tsv", "at least 2", "group level"], "group"),
+    "t1w_sheared_affine": (case_t1w_sheared_affine, ["sub-02_T1w.nii.gz", "sheared"], "plan"),
+    "t1w_zero_determinant": (case_t1w_zero_determinant, ["sub-02_T1w.nii.gz", "zero determinant"], "plan"),
+    "t1w_nonfinite_affine": (case_t1w_nonfinite_affine, ["sub-02_T1w.nii.gz", "NaN or infinite"], "plan"),
+    "t1w_single_slice": (case_t1w_single_slice, ["sub-02_T1w.nii.gz", "single-slice"], "plan"),
+    "bold_header_fewer_volumes": (case_bold_header_fewer_volumes,
+                                  ["sub-02_task-rest_bold.nii.gz", "60 volumes stored, 40 declared"], "plan"),
+    "bold_tr_in_ms": (case_bold_tr_in_ms, ["sub-02_task-rest_bold.json", "RepetitionTime", "2000"], "plan"),
+    "bold_slice_timing_ms": (case_bold_slice_timing_ms, ["sub-02_task-rest_bold.json", "SliceTiming", "[0, 2)"],
+                             "plan"),
+    "bold_slice_timing_length": (case_bold_slice_timing_length,
+                                 ["sub-02_task-rest_bold.json", "SliceTiming", "4 entries", "6 slices"], "plan"),
+    "multi_echo_without_echo_time": (case_multi_echo_without_echo_time,
+                                     ["sub-02_task-rest_echo-1_bold.nii.gz", "EchoTime"], "plan"),
+    "bval_in_s_per_m2": (case_bval_in_s_per_m2, ["sub-02_dwi.bval", ">= 10000"], "plan"),
+    "dwi_no_weighted_volume": (case_dwi_no_weighted_volume, ["sub-02_dwi.bval", "no diffusion-weighted volume"],
+                               "plan"),
 }
 
 

@@ -27,9 +27,10 @@ def _outputs(out):
 def test_bad_input_clear_error(name, tmp_path, capsys):
     root, out = tmp_path / "bids", tmp_path / "out"
     extra = build(name, root, tmp_path)
+    level = "group" if CASES[name][2] == "group" else "participant"  # group: checked at the group level only
     if CASES[name][2] == "job":  # detected when the subject's job reads its data: run that subject only
         extra = [*extra, "--participant-label", "02"]
-    code = main([str(root), str(out), "participant", "--nprocs", "1", *extra])
+    code = main([str(root), str(out), level, "--nprocs", "1", *extra])
     err = capsys.readouterr().err
     assert code == 1, err
     assert "Traceback" not in err
@@ -40,7 +41,8 @@ def test_bad_input_clear_error(name, tmp_path, capsys):
     assert _outputs(out) == []  # no partial derivative
 
 
-@pytest.mark.parametrize("name", ["t1w_4d", "bold_10_volumes", "bvec_nan_dw_volume"])
+@pytest.mark.parametrize("name", ["t1w_4d", "bold_10_volumes", "bvec_nan_dw_volume", "bold_tr_in_ms",
+                                  "bold_header_fewer_volumes"])
 def test_skip_mode_records_reason(name, tmp_path, capsys):
     root, out = tmp_path / "bids", tmp_path / "out"
     extra = build(name, root, tmp_path)
@@ -49,3 +51,12 @@ def test_skip_mode_records_reason(name, tmp_path, capsys):
     info = json.loads((out / "logs" / "run_info_participant.json").read_text())
     assert list(info["skipped_subjects"]) == ["sub-02"]
     assert CASES[name][1][1] in info["skipped_subjects"]["sub-02"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if CASES[n][2] == "group"))
+def test_group_level_faults_do_not_stop_the_participant_level(name, tmp_path, capsys):
+    """Group sizes, constant covariates: the participant level runs (issue 19, item 7)."""
+    root, out = tmp_path / "bids", tmp_path / "out"
+    extra = build(name, root, tmp_path)
+    code = main([str(root), str(out), "participant", "--nprocs", "1", "--skip", *ALL, *extra])
+    assert code == 0, capsys.readouterr().err

@@ -76,13 +76,60 @@ def test_negative_bval_and_missing_file(tmp_path):
         read_gradients(tmp_path / "nope.bval", tmp_path / "nope.bvec")
 
 
-def test_normalisation_and_b0_threshold():
+def test_vectors_as_written_rescaled_and_b0_threshold():
     dirs = fibonacci_dirs(8) * np.linspace(0.5, 2.0, 8)[:, None]
+    dirs[3] = fibonacci_dirs(8)[3] * (1 + 4e-3)  # written with few decimals: used as written (dipy, FSL)
     bvals = np.r_[5.0, 40.0, np.full(8, 800.0)]  # 5 and 40 are b0 at threshold 50
     g = gradient_table(bvals, np.vstack([[1, 0, 0], [0, 0, 0], dirs]))
-    assert g.n_b0 == 2 and np.all(g.bvecs[:2] == 0)
-    np.testing.assert_allclose(np.linalg.norm(g.bvecs[2:], axis=1), 1.0)
+    assert g.n_b0 == 2
+    np.testing.assert_array_equal(g.bvecs[0], [1, 0, 0])  # b0 written with a direction keeps it
+    assert g.b0_with_direction.tolist() == [True] + [False] * 9
+    np.testing.assert_array_equal(g.bvecs[5], dirs[3])
+    norms = np.linalg.norm(dirs, axis=1)
+    far = np.abs(norms - 1) > 0.01
+    # far from unit: unit direction with b scaled by |g|^2 (same design row b g g^T, FSL / MRtrix)
+    np.testing.assert_allclose(np.linalg.norm(g.bvecs[2:][far], axis=1), 1.0)
+    np.testing.assert_allclose(g.bvals[2:], np.where(far, 800.0 * norms ** 2, 800.0))
+    from hfsmri.dwi.tensor import design_matrix
+
+    np.testing.assert_allclose(design_matrix(g.bvals, g.bvecs)[2:], design_matrix(bvals[2:], dirs), atol=1e-9)
     assert g.max_norm_deviation == pytest.approx(1.0)
+
+
+def test_b0_vectors_follow_dipy_rule():
+    """NaN / zero / non-unit b0 vectors become zero (b = 0 design row), unit ones are kept, as dipy."""
+    from dipy.core.gradients import gradient_table as dgt
+
+    dirs = fibonacci_dirs(10)
+    b0vecs = np.array([[np.nan] * 3, [0, 0, 0], [0.6, 0.8, 0.0], [0.3, 0.0, 0.0]])
+    bvals = np.r_[0.0, 10.0, 15.0, 10.0, np.full(10, 1000.0)]
+    bvecs = np.vstack([b0vecs, dirs])
+    g = gradient_table(bvals, bvecs)
+    d = dgt(bvals, bvecs=bvecs)
+    from hfsmri.dwi.tensor import design_matrix
+    import dipy.reconst.dti as dti
+
+    np.testing.assert_allclose(design_matrix(g.bvals, g.bvecs)[:, :6], dti.design_matrix(d)[:, :6], atol=1e-12)
+    assert g.b0_with_direction.tolist()[:4] == [False, False, True, False]
+
+
+def test_bval_unit_error_and_no_weighted_volume(tmp_path):
+    dirs = fibonacci_dirs(6)
+    with pytest.raises(InputDataError, match=r"dwi.bval.*>= 10000.*\[1, 2, 3, 4, 5, 6\]"):
+        read_gradients(*_write(tmp_path, np.r_[0, np.full(6, 1e9)], np.vstack([[0, 0, 0], dirs])))
+    with pytest.raises(InputDataError, match=r"dwi.bval.*no diffusion-weighted volume"):
+        read_gradients(*_write(tmp_path, np.r_[0, 0, 5, 10], np.vstack([[0, 0, 0]] * 2 + [dirs[:2]])))
+
+
+def test_lowest_shell_when_no_shell_below_bmax():
+    d = fibonacci_dirs(12)
+    bvals = np.r_[0, np.full(12, 2000.0), np.full(12, 3000.0)]
+    g = gradient_table(bvals, np.vstack([[0, 0, 0], d, d]))
+    used, rule = g.tensor_volumes(1500)
+    assert used.tolist() == list(range(13)) and "lowest shell" in rule
+    s = g.fit_summary(1500)
+    assert s["lowest_shell_fallback"] and s["excluded_volumes"] == list(range(13, 25))
+    assert g.fit_summary(None)["n_volumes"] == 25 and not g.fit_summary(None)["lowest_shell_fallback"]
 
 
 def test_shells_unique_directions_and_selection():

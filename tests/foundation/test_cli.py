@@ -115,3 +115,20 @@ def test_resolved_study_written(tiny_bids, tmp_path, capsys, monkeypatch):
     assert res["analyses"]["vbm"]["fwhm"] == 6 and res["analyses"]["vbm"]["resolution"] == 2
     assert res["stats"]["n_perm"] == 5000
     assert (tmp_path / "out" / "dataset_description.json").exists()
+
+
+def test_one_subject_runs_the_participant_level(tmp_path, capsys):
+    """A study's first scan: one subject, no controls yet (issue 19, item 7). The participant level
+    plans and runs (analyses skipped here: only the study/input handling is under test); the group
+    level says what it needs."""
+    from tests.conftest import make_bids
+
+    root = make_bids(tmp_path / "bids", subjects=("01",), groups=("HFS",))
+    study = tmp_path / "study.yaml"
+    study.write_text("group_column: group\ncovariates: [age, sex]\nflip_to: R\n")
+    skip = ["--skip", "vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho", "alff", "dc", "vmhc",
+            "seed_fc", "ica", "graph"]
+    code, _, err = run([str(root), str(tmp_path / "out"), "participant", "--study", str(study), *skip], capsys)
+    assert code == 0, err
+    code, _, err = run([str(root), str(tmp_path / "out"), "group", "--study", str(study)], capsys)
+    assert code == 1 and "participants.tsv" in err and "has 0 participant(s)" in err and "group level" in err

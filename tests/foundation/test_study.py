@@ -134,3 +134,25 @@ def test_exclude(tmp_path):
     bids, y = write(tmp_path, tsv, "group_column: group\nexclude: [sub-05]\n")
     s = Study.from_bids(bids, y)
     assert "05" not in s.labels and s.excluded == {"05": "excluded in study.yaml"}
+
+
+def test_participant_level_runs_on_any_number_of_subjects(tmp_path):
+    """One subject, incomplete groups, a covariate not yet known for everyone: fine for the
+    participant level; the group level names what is missing (issue 19, item 7)."""
+    one = "participant_id\tgroup\tage\tsex\taffected_side\tsite\nsub-01\tHFS\t50\tF\tL\tA\n"
+    bids, y = write(tmp_path, one, "group_column: group\ncovariates: [age, sex]\nflip_to: R\nsite_column: site\n"
+                                   "harmonize: combat\n")
+    s = Study.from_bids(bids, y, level="participant")
+    assert s.labels == ["01"] and s.flipped("01")
+    both = r"patient \('HFS'\) has 1 participant\(s\); group control \('HC'\) has 0 participant\(s\); at least 2"
+    with pytest.raises(StudyError, match=both + ".*group level"):
+        Study.from_bids(bids, y)
+    three = TSV.replace("sub-04\tHC\t55", "sub-04\tHFS\t55").replace("sub-04\tHFS\t55\tM\tn/a", "sub-04\tHFS\t55\tM\tL")
+    three = three.replace("sub-03\tHC\t48", "sub-03\tHC\tn/a")
+    bids, y = write(tmp_path, three, "group_column: group\ncovariates: [age]\n")
+    assert Study.from_bids(bids, y, level="participant").subjects_in("control") == ["03"]
+    with pytest.raises(StudyError, match="at least 2"):
+        Study.from_bids(bids, y, level="group")
+    s = Study.from_bids(bids, y, level="participant")
+    with pytest.raises(StudyError, match="at least 2"):
+        s.check_group_level()

@@ -82,11 +82,22 @@ def test_fmriprep_stage_scrubbing_counts(tmp_path):
 
 @pytest.mark.slow
 def test_raw_stage_detects_planted_motion(tmp_path):
+    import json
+
     bold, js, trans = write_raw_bold(tmp_path, n_t=40)
+    nz = nib.load(bold).shape[2]  # interleaved slice times in the sidecar: corrected before realignment
+    times = [float((list(range(0, nz, 2)) + list(range(1, nz, 2))).index(z)) * 2.0 / nz for z in range(nz)]
+    js.write_text(json.dumps({"RepetitionTime": 2.0, "TaskName": "rest", "SliceTiming": times}))
     si = SubjectInputs(subject="01", bold=bold, bold_json=js)
     ctx = _ctx(tmp_path, si, ["reho"], func={"dummy_scans": 5})
     s = participant.run(ctx)
     assert s["registration"] == "direct"
+    t_ref = (max(times) + min(times)) / 2
+    assert s["slice_timing"] == f"corrected to {t_ref:.4g} s"
+    side = json.loads(ctx.out.path("01", None, "func", "bold", space="MNI152NLin2009cAsym", res=RES,
+                                   entities={"task": "rest", "desc": "clean"}).with_suffix("").with_suffix(".json")
+                      .read_text())
+    assert side["SliceTimingCorrected"] is True and side["StartTime"] == pytest.approx(t_ref)
     # one 1 mm step after dropping 5 dummies: FD peak ~1 mm, else ~0
     assert 0.8 < s["max_fd"] < 1.2
     qc = pd.read_csv(participant.qc_path(ctx.out, "01", None), sep="\t")

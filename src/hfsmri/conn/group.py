@@ -21,7 +21,7 @@ import pandas as pd
 from hfsmri.analyses import (FUNC_BOLD, SEED_MAP, SEED_RAW, SEED_TARGET_REGIONS, SEED_TARGETS, MetricSpec,
                              RoiSet)
 from hfsmri.conn.participant import conn_path
-from hfsmri.derivatives import sidecar_path
+from hfsmri.derivatives import read_derivative, sidecar_path
 from hfsmri.errors import InputDataError
 from hfsmri.spatial.flip import flip_array_x, mirror_permutation
 
@@ -55,17 +55,14 @@ def seed_metrics(gctx, spec, params) -> list:
 # ---------------------------------------------------------------------------- ICA
 def _bold(gctx, sub, ses, res, grid, what="cleaned BOLD") -> np.ndarray:
     """A participant's cleaned BOLD (float32), side-aligned; on another grid an InputDataError."""
-    from hfsmri.io import load_image
-
     p = FUNC_BOLD.path(gctx.out, sub, ses, res)
-    img = load_image(p, ndim=4, what=what)
+    img = read_derivative(p)  # integrity checked, read completely; a damaged file is an error naming it
+    if img.ndim != 4:
+        raise InputDataError(f"{what} is {img.ndim}D; a 4D series is expected", path=p)
     if img.shape[:3] != tuple(grid[0]) or not np.allclose(img.affine, grid[1], atol=1e-3):
         raise InputDataError(f"cleaned BOLD grid {img.shape[:3]} differs from the group ICA grid {tuple(grid[0])} "
                              "(same MNI resolution expected at every session)", path=p)
-    try:
-        arr = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # truncated / corrupt data block
-        raise InputDataError(f"cannot read the BOLD data ({type(exc).__name__}: {exc})", path=p) from None
+    arr = np.asarray(img.dataobj, dtype=np.float32)
     return flip_array_x(arr, img.affine) if gctx.study.flipped(sub) else arr
 
 
@@ -109,10 +106,9 @@ def ica_metrics(gctx, spec, params) -> list:
     subjects = [s for s in kept.included if FUNC_BOLD.path(out, s, ses, res).exists()]
     if len(subjects) < 4:
         raise InputDataError(f"group ICA needs at least 4 subjects with cleaned BOLD, found {len(subjects)}")
-    work = Path(gctx.work_dir) if getattr(gctx, "work_dir", None) else None
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="hfsmri-ica-", dir=work) as tmp:
+    # default folder: the group job's private temporary folder in <WORK_DIR>/tmp (hfsmri.scratch),
+    # removed at the next start if a killed run leaves it
+    with tempfile.TemporaryDirectory(prefix="hfsmri-ica-") as tmp:
         paths = [str(FUNC_BOLD.path(out, s, ses, res)) for s in subjects]
         for i, s in enumerate(subjects):
             if study.flipped(s):   # the aligned copy, uncompressed scratch
@@ -202,7 +198,7 @@ def graph_metrics(gctx, spec, params) -> list:
     if len(subjects) < 4:
         raise InputDataError(f"only {len(subjects)} subjects have graph results for atlas {atlas}")
     ts0 = conn_path(gctx.out, subjects[0], ses, atlas, mat_kind, "timeseries")
-    names = list(pd.read_csv(ts0, sep="\t", nrows=0).columns)
+    names = list(read_derivative(ts0, nrows=0).columns)
     try:   # the nodes' MNI centres (sidecar of the time series) pair nodes without L/R names
         coords = np.asarray(json.loads(sidecar_path(ts0).read_text()).get("NodeCoordinatesMNI"), float)
     except Exception:
@@ -247,10 +243,10 @@ def edge_tests(gctx, spec, params, subjects, names0, perm, kind, mat_kind) -> No
     mats, tss = [], []
     for s in subjects:
         fl = study.flipped(s)
-        z = pd.read_csv(conn_path(out, s, ses, atlas, mat_kind, "relmat"), sep="\t", index_col=0).to_numpy(float)
+        z = read_derivative(conn_path(out, s, ses, atlas, mat_kind, "relmat"), index_col=0).to_numpy(float)
         mats.append(z[np.ix_(perm, perm)] if fl else z)
         if kind == "tangent":
-            ts = pd.read_csv(conn_path(out, s, ses, atlas, mat_kind, "timeseries"), sep="\t")[names0].to_numpy(float)
+            ts = read_derivative(conn_path(out, s, ses, atlas, mat_kind, "timeseries"))[names0].to_numpy(float)
             tss.append(ts[:, perm] if fl else ts)
     if kind == "tangent":
         good = np.all(np.isfinite(np.stack(tss)), axis=(0, 1)) & np.all(np.stack(tss).std(axis=1) > 0, axis=0)

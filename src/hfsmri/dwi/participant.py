@@ -9,7 +9,9 @@ Per subject (and session):
    motion/eddy correction by affine registration to the mean b0 with b-vector rotation
    (``dti.motion_correction``), see :mod:`hfsmri.dwi.preprocess`.
 3. Brain mask (dipy median_otsu on the mean b0), tensor fit (``dti.fit``, volumes with
-   b ≤ ``dti.bmax``).
+   b ≤ ``dti.bmax``, b0 volumes written with b > 0 and a direction entering with both; the lowest
+   shell when no shell is that low). Which volumes entered is logged and written to every map's
+   sidecar (``TensorFitVolumes``: rule, count, b-values, indices, excluded indices).
 4. FA/MD/AD/RD → MNI152NLin2009cAsym at ``dti.resolution`` mm (b0 → T1w rigid + the anat stage's
    T1w → MNI transforms when available, else b0 → MNI affine); mirrored (x → −x) when the subject
    is flipped to the study's affected side.
@@ -136,9 +138,19 @@ def run(ctx) -> dict:
                                      "mean_rotation_deg": float(mc["rotation_deg"].mean()),
                                      "max_translation_mm": float(mc["translation_mm"].max())}
         mask = brain_mask(data, gtab)
-        model = TensorModel(gtab, fit=p["fit"], max_bval=p["bmax"])
+        try:
+            model = TensorModel(gtab, fit=p["fit"], max_bval=p["bmax"])
+        except ValueError as exc:  # too few / collinear directions for a tensor
+            raise InputDataError(f"cannot fit a tensor: {exc}", path=bvec_path) from None
+        fit_vols = gtab.fit_summary(p["bmax"])
+        ctx.log.info("tensor fit (%s): %d of %d volumes (%s; %d b0, %d of them with b > 0 and a direction, "
+                     "fitted with their b and vector)", p["fit"], fit_vols["n_volumes"], gtab.n_volumes,
+                     fit_vols["rule"], fit_vols["n_b0"], fit_vols["n_b0_with_direction"])
+        if fit_vols["lowest_shell_fallback"]:
+            ctx.log.warning("sub-%s: %s", ctx.subject, fit_vols["rule"])
         fit = model.fit(data, mask)
-        summary["fit"] = {"method": p["fit"], "volumes": model.volumes.tolist(), "n_voxels": int(mask.sum())}
+        summary["fit"] = {"method": p["fit"], "volumes": model.volumes.tolist(), "rule": model.volume_rule,
+                          "n_voxels": int(mask.sum())}
         b0 = mean_b0(data, gtab)
         reg = to_mni(b0, affine, ctx.work_dir / "dwi", t1w=t1w, t1w_to_mni=t1_to_mni, b0_mask=mask)
         summary["registration"] = reg["how"]
@@ -156,7 +168,7 @@ def run(ctx) -> dict:
         _, aff = template_grid(res)
         side = {"SkullStripped": True, "Space": "MNI152NLin2009cAsym", "Flipped": bool(ctx.flip),
                 "Registration": reg["how"], "TensorFit": p["fit"], "FitVolumes": model.volumes.tolist(),
-                "Gradients": summary["gradients"]}
+                "TensorFitVolumes": fit_vols, "Gradients": summary["gradients"]}
         for m in METRICS:
             meta = dict(side, Model="tensor", Parameter=m.upper(),
                         Units="" if m == "fa" else "mm^2/s")

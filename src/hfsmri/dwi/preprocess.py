@@ -28,7 +28,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from hfsmri.dwi.gradients import GradientTable, rotate_bvecs
+from hfsmri.dwi.gradients import GradientTable, fsl_frame, rotate_bvecs
 from hfsmri.errors import InputDataError
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
@@ -77,10 +77,10 @@ def to_ants(vol: np.ndarray, affine: np.ndarray):
     """3D numpy array on a nibabel (RAS) affine → ANTsImage with the same physical placement."""
     import ants
 
-    a = np.asarray(affine, float)
-    spacing = np.linalg.norm(a[:3, :3], axis=0)
-    direction = _LPS @ (a[:3, :3] / spacing)
-    origin = _LPS @ a[:3, 3]
+    from hfsmri.spatial.resample import ants_geometry
+
+    # one owner of the nibabel -> ITK geometry (NIfTI-stable origin/spacing, orthonormal direction)
+    origin, spacing, direction = ants_geometry(affine)
     return ants.from_numpy(np.ascontiguousarray(vol, dtype=np.float32), origin=tuple(origin),
                            spacing=tuple(spacing), direction=direction)
 
@@ -100,15 +100,10 @@ def bvec_rotation(ants_matrix: np.ndarray, affine: np.ndarray) -> np.ndarray:
     R g in the reference frame with R = polar(A)⁻¹ = polar(A)ᵀ; expressed in the voxel frame
     (direction cosines Dir, LPS) and with FSL's x flip when det(affine) > 0.
     """
-    a = np.asarray(affine, float)
-    dirs = _LPS @ (a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0))
+    m = fsl_frame(affine)  # FSL b-vector coordinates -> world RAS (hfsmri.dwi.gradients owns it)
     u, _, vt = np.linalg.svd(np.asarray(ants_matrix, float))
-    r_phys = (u @ vt).T
-    r_vox = dirs.T @ r_phys @ dirs
-    if np.linalg.det(a[:3, :3]) > 0:
-        f = np.diag([-1.0, 1.0, 1.0])
-        r_vox = f @ r_vox @ f
-    return r_vox
+    r_ras = _LPS @ (u @ vt).T @ _LPS
+    return m.T @ r_ras @ m
 
 
 def motion_correct(data: np.ndarray, affine: np.ndarray, gtab: GradientTable, *, mask=None,

@@ -170,8 +170,11 @@ class TensorModel:
         for b0 volumes.
     fit : {"ols", "wls", "iwls"}
     max_bval : float or None
-        Only volumes with b ≤ max_bval (default 1500 s/mm²) enter the fit; the indices are in
-        :attr:`volumes`. None uses all volumes.
+        Only volumes with b ≤ max_bval (default 1500 s/mm²) enter the fit (b0 volumes written with
+        a small b and a direction enter with both, as dipy and FSL dtifit); when no
+        diffusion-weighted volume is that low, the lowest shell is used
+        (:meth:`~hfsmri.dwi.gradients.GradientTable.tensor_volumes`). The indices are in
+        :attr:`volumes`, the rule in words in :attr:`volume_rule`. None uses all volumes.
     b0_threshold : float
     min_signal : float, signals are clipped below at this value before the log.
     n_iter : int, iterations of ``"iwls"`` (each one a WLS step; ignored otherwise).
@@ -202,10 +205,10 @@ class TensorModel:
         self.gtab = gtab
         self.fit_method = method
         self.max_bval = max_bval
-        self.volumes = gtab.select(max_bval)
+        self.volumes, self.volume_rule = gtab.tensor_volumes(max_bval)
         if self.volumes.size < 7 or (~gtab.b0s_mask[self.volumes]).sum() < 6:
-            raise ValueError(f"the tensor needs at least 6 diffusion-weighted volumes and 7 in all with "
-                             f"b <= {max_bval}; got {self.volumes.size}")
+            raise ValueError(f"the tensor needs at least 6 diffusion-weighted volumes and 7 in all "
+                             f"({self.volume_rule}); got {self.volumes.size}")
         self.min_signal = float(min_signal)
         self.n_iter = 1 if method == "wls" else int(n_iter)
         self.step = int(step)

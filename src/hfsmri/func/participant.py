@@ -1,7 +1,10 @@
 """Participant stage of resting-state fMRI: preprocessing, nuisance cleaning and local metrics.
 
 Input: fMRIPrep outputs when present (used as they are: MNI152NLin2009cAsym preproc BOLD,
-confounds TSV, mask), else raw BOLD preprocessed by :mod:`hfsmri.func.preprocess`.
+confounds TSV, mask), else raw BOLD preprocessed by :mod:`hfsmri.func.preprocess`, with
+slice-timing correction first when ``preprocessing.func.slice_timing`` asks for it
+(:func:`slice_timing_plan`; recorded as ``SliceTimingCorrected``/``StartTime`` in the sidecars and
+in the QC table's ``slice_timing`` column).
 
 Nuisance model (DPABI defaults): Friston-24 motion, mean WM and CSF signals (template priors
 >= 0.9 in the brain mask, WM eroded), optional global signal (``preprocessing.func.global_signal``),
@@ -89,6 +92,34 @@ def _inputs(ctx):
     raise InputDataError(f"sub-{ctx.subject}: no resting-state BOLD input")
 
 
+def slice_timing_plan(ctx, fp: dict, img, tr: float) -> dict | None:
+    """What slice-timing correction does for this raw BOLD: None (off, or auto without
+    ``SliceTiming``) or ``{"times", "axis", "reverse", "ref_time"}`` (validated; see
+    :mod:`hfsmri.func.slicetime`). ``preprocessing.func.slice_timing: true`` without SliceTiming
+    is an error naming the file."""
+    from hfsmri.func.slicetime import reference_time, slice_axis, slice_timing_mode, validate_slice_timing
+    from hfsmri.io import read_json
+
+    mode = slice_timing_mode(fp.get("slice_timing", "auto"))
+    si = ctx.inputs
+    side = getattr(si, "bold_json", None)
+    meta = getattr(si, "bold_meta", None)  # read at discovery; else (inputs built by hand) from the sidecar
+    if not meta:
+        meta = read_json(side, what="BOLD JSON sidecar") if side is not None and Path(side).exists() else {}
+    if mode == "false":
+        return None
+    times = meta.get("SliceTiming")
+    if times is None:
+        if mode == "true":
+            raise InputDataError("preprocessing.func.slice_timing is true but the sidecar has no SliceTiming",
+                                 path=side or si.bold, field="SliceTiming")
+        return None
+    axis, reverse = slice_axis(meta.get("SliceEncodingDirection"), path=side)
+    t = validate_slice_timing(times, tr, int(img.shape[axis]), path=side)
+    return {"times": t.tolist(), "axis": axis, "reverse": reverse, "ref_time": reference_time(t),
+            "direction": meta.get("SliceEncodingDirection", "k")}
+
+
 def _write_map(ctx, arr, mask, affine, suffix, res, fwhm, params, inputs, meta):
     paths = {}
     vox = np.abs(np.diag(affine)[:3])
@@ -125,7 +156,14 @@ def run(ctx) -> dict:
     if t1w is not None:
         inputs = inputs + [t1w] + [Path(t) for t in to_mni if Path(t).is_file()]
     analysis_params = {a: dict((ctx.analyses or {}).get(a) or {}) for a in requested}
-    params = {"func": fp, "source": source, "analyses": analysis_params, "anat_registration": t1w is not None}
+    st_plan = None
+    if source == "raw":
+        from hfsmri.func.preprocess import load_bold
+
+        bold0 = load_bold(ctx.inputs.bold)
+        st_plan = slice_timing_plan(ctx, fp, bold0, _tr(ctx, bold0, ctx.inputs.bold))
+    params = {"func": fp, "source": source, "analyses": analysis_params, "anat_registration": t1w is not None,
+              "slice_timing": st_plan}
     out = ctx.out
     sub, ses = ctx.subject, ctx.session
     clean_p = out.path(sub, ses, "func", "bold", space=TEMPLATE_SPACE, res=res,
@@ -168,7 +206,7 @@ def run(ctx) -> dict:
         bold = load_bold(ctx.inputs.bold)
         tr = _tr(ctx, bold, ctx.inputs.bold)
         pre = preprocess_raw(ctx.inputs.bold, tr, Path(ctx.work_dir) / "func", dummy_scans=int(fp["dummy_scans"]),
-                             resolution=res, t1w=t1w, to_mni=to_mni, log=ctx.log)
+                             resolution=res, t1w=t1w, to_mni=to_mni, log=ctx.log, slice_timing=st_plan)
         img, mask = pre["img"], pre["mask"]
         data = np.asarray(img.dataobj, dtype=np.float32)
         fd = cf.framewise_displacement(pre["motion"])
@@ -219,6 +257,13 @@ def run(ctx) -> dict:
     bold_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (float(tr),))
     common = {"RepetitionTime": float(tr), "SkullStripped": True, "TaskName": TASK,
               "Source": source, "Registration": registration}
+    if source == "raw":  # BIDS-Derivatives fields, as fMRIPrep writes them
+        common["SliceTimingCorrected"] = st_plan is not None
+        if st_plan is not None:
+            common["StartTime"] = st_plan["ref_time"]
+            common["SliceTimingMethod"] = ("Fourier phase shift of the mirror-extended series to the middle of "
+                                           "the acquisition window (hfsmri.func.slicetime), before realignment")
+            common["SliceEncodingDirection"] = st_plan["direction"]
     out.save_nifti(bold_img, clean_p, inputs=inputs, params=params, sidecar={
         **common, "Description": "nuisance-regressed (Friston-24, WM, CSF" + (", GS" if fp["global_signal"] else "")
         + ", linear trend) and band-passed BOLD (hfsmri.func.clean, nilearn-equivalent)",
@@ -287,7 +332,8 @@ def run(ctx) -> dict:
           "n_kept": int(n_kept), "n_scrubbed": n_scrubbed, "mean_fd": mean_fd, "max_fd": float(fd.max()),
           "n_fd_gt_0p5": int((fd > 0.5).sum()), "mean_dvars": float(dv[1:].mean()) if n_t > 1 else 0.0,
           "tsnr_median": tsnr_med, "n_mask_voxels": int(mask.sum()),
-          "max_mean_fd": float(fp["max_mean_fd"]), "high_motion": bool(high_motion)}
+          "max_mean_fd": float(fp["max_mean_fd"]), "high_motion": bool(high_motion),
+          "slice_timing": _slice_timing_label(source, st_plan, fp)}
     out.save_tsv(pd.DataFrame([qc]), qc_p, inputs=inputs, params=params,
                  sidecar={"Description": "functional QC: Power FD (mm), DVARS, median tSNR, kept volumes",
                           "high_motion": f"mean FD > {fp['max_mean_fd']} mm"})
@@ -299,8 +345,18 @@ def run(ctx) -> dict:
     return summary
 
 
+def _slice_timing_label(source, plan, fp) -> str:
+    """QC-table value: what happened to slice timing in this run."""
+    if source != "raw":
+        return f"by {source}"
+    if plan is not None:
+        return f"corrected to {plan['ref_time']:.4g} s"
+    return "off" if str(fp.get("slice_timing", "auto")).lower() == "false" else "not corrected (no SliceTiming)"
+
+
 def _summary(qc: dict) -> dict:
-    keys = ("source", "registration", "mean_fd", "max_fd", "tsnr_median", "n_kept", "n_scrubbed", "high_motion")
+    keys = ("source", "registration", "mean_fd", "max_fd", "tsnr_median", "n_kept", "n_scrubbed", "high_motion",
+            "slice_timing")
     return {k: (qc[k].item() if hasattr(qc[k], "item") else qc[k]) for k in keys if k in qc}
 
 

@@ -34,12 +34,12 @@ def _cache(gctx) -> dict:
     return gctx._group_cache
 
 
-def read_table(path, what: str = "participant") -> pd.DataFrame:
-    """A participant TSV; an unreadable one is an :class:`InputDataError` naming it."""
-    try:
-        return pd.read_csv(path, sep="\t")
-    except Exception as exc:  # pandas raises many types for empty / malformed files
-        raise InputDataError(f"cannot read the {what} table ({type(exc).__name__}: {exc})", path=path) from None
+def read_table(path, what: str = "participant", **read_csv_kwargs) -> pd.DataFrame:
+    """A participant TSV read through :func:`hfsmri.derivatives.read_derivative` (integrity checked
+    against its sidecar); a missing, damaged or unreadable one is an :class:`InputDataError` naming it."""
+    from ..derivatives import read_derivative
+
+    return read_derivative(path, **read_csv_kwargs)
 
 
 def covariate_values(gctx, name: str, ses) -> dict:
@@ -131,13 +131,10 @@ def covariates(gctx, names, subjects, ses, log=None) -> pd.DataFrame | None:
 
 def load_map(path, grid=None, what: str = "map") -> np.ndarray:
     """A participant map as stored (dtype kept); ``grid`` = (shape, affine) it must lie on."""
-    from ..io import load_image
+    from ..derivatives import read_derivative
 
-    img = load_image(path, ndim=None, what=what)
-    try:
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # truncated / corrupt data block
-        raise InputDataError(f"cannot read the {what} data ({type(exc).__name__}: {exc})", path=path) from None
+    img = read_derivative(path)  # integrity checked, read completely; a damaged file is an error naming it
+    data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if grid is not None and (data.shape[:3] != tuple(grid[0]) or not np.allclose(img.affine, grid[1], atol=1e-3)):

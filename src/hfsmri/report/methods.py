@@ -197,9 +197,22 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
     if stages & {"func", "conn"}:
+        st = str(func_pre.get("slice_timing", "auto")).lower()
+        st_text = {"false": "Slice-timing correction was not applied. ",
+                   "true": "Slice-timing correction was applied to every run before head-motion estimation",
+                   "auto": "Slice-timing correction was applied before head-motion estimation to the runs whose "
+                           "sidecar gives SliceTiming (runs without it were not corrected; see the QC table)"}
+        st_text = st_text.get(st, st_text["auto"])
+        if st != "false":
+            st_text += (": each slice was shifted to the middle of the acquisition window (as fMRIPrep's default "
+                        "reference) by Fourier interpolation of the mirror-extended series. ")
         sections.append({"title": "Functional preprocessing", "text": (
-            f"The first {_fmt(func_pre.get('dummy_scans', 5))} volumes of each resting-state run were discarded; "
-            "head motion was estimated and framewise displacement (FD) computed as in Power et al. "
+            "When a subject had several resting-state runs, the run with the most volumes was analysed, and of a "
+            "multi-echo run the echo with echo time closest to 30 ms (echoes were not combined); every choice is "
+            "listed in logs/inputs.tsv. "
+            f"The first {_fmt(func_pre.get('dummy_scans', 5))} volumes of each resting-state run were discarded. "
+            + st_text +
+            "Head motion was estimated and framewise displacement (FD) computed as in Power et al. "
             f"{c('power2012')}; runs were registered to MNI space at {_fmt(func_pre.get('resolution', 3))} mm, "
             "nuisance signals regressed out (global signal: "
             f"{_fmt(func_pre.get('global_signal', False))}), band-pass filtered to "
