@@ -120,7 +120,7 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     worker died). A full disk (or quota, read-only file system) ends the job at once with that
     one error.
     """
-    from .bids import validate_inputs
+    from .validate import validate_inputs
     from .derivatives import remove_stale_temporaries
     from .errors import storage_error
 
@@ -187,7 +187,7 @@ def check_dataset(study, dataset: Dataset, options: RunOptions) -> dict:
     fault per line), before anything runs. With ``"skip"`` the faulty subjects are removed from
     ``dataset`` and returned as ``{"sub-X[_ses-Y]": reason}``.
     """
-    from .bids import validate_inputs
+    from .validate import validate_inputs
 
     fpre = study.preprocessing.get("func", {})
     dummy = int(fpre.get("dummy_scans", 5))

@@ -26,7 +26,7 @@ Rules
 * Tests whose analysis did not run are ``not run`` (``hit`` empty) — neither hit nor miss.
 * Longitudinal studies (``sessions`` with >= 2 labels, first = baseline, last = follow-up): a
   group effect whose ``post_factor`` differs from 1 also gives a ``recovery`` test on the paired
-  contrast of patients (:mod:`hfsmri.longitudinal`): the effect shrinking after surgery
+  contrast of patients (:func:`hfsmri.group.runner.run_longitudinal`): the effect shrinking after surgery
   (``post_factor`` < 1) makes the change post − pre opposite to ``direction``, i.e.
   ``patient-<post>-gt-<pre>`` for a planted decrease, ``-lt-`` for an increase (the reverse when
   ``post_factor`` > 1). Scored voxel-wise like a group test; analyses with ROI tables only are

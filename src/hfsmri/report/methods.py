@@ -257,7 +257,7 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
 
 def _longitudinal_text(study: dict, analyses, c: _Cite) -> str | None:
     """The pre/post paragraph (``sessions`` with at least two labels), or None; follows
-    :mod:`hfsmri.longitudinal` and the stages' longitudinal options."""
+    :func:`hfsmri.group.runner.run_longitudinal` and the stages' longitudinal options."""
     sessions = [str(x) for x in (study.get("sessions") or [])]
     if len(sessions) < 2:
         return None
