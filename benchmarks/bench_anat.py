@@ -135,7 +135,7 @@ def bench_profiles(res, n_per_group, quick):
                                      flip=False, omp_nthreads=1, log=logging.getLogger("bench_anat"))
             s = P.run(ctx)
             g = gt.loc[f"sub-{sub}"]
-            d = nib.load(ctx.anat["vbm_modulated"])
+            d = nib.load(ctx.anat.vbm_modulated)
             union = np.zeros(d.shape, bool)
             for rel in sel["mask"]:
                 union |= resample_to_img(nib.load(str(gt_dir / rel)), d, interpolation="nearest",
@@ -203,7 +203,7 @@ def bench_realhead(profiles, neck: bool):
                                      preprocessing={"anat": {"template_resolution": 2, "profile": prof}},
                                      omp_nthreads=1, log=logging.getLogger("bench_anat"))
             s = P.run(ctx)
-            m = np.asarray(nib.load(ctx.anat["brain_mask"]).dataobj) > 0
+            m = np.asarray(nib.load(ctx.anat.brain_mask).dataobj) > 0
             rows.append({"head": name, "profile": prof, "dice_ch2bet": dice(m, ref), "tiv_ml": s["tiv_ml"],
                          "gm_ml": s["gm_ml"], "bet_candidate": s.get("bet_candidate"), **s["timing"]})
             print(f"  {name} {prof}: Dice vs ch2bet {rows[-1]['dice_ch2bet']:.3f}, TIV {s['tiv_ml']:.0f} ml, "

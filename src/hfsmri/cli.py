@@ -6,13 +6,13 @@ traceback only with ``--debug``), 2 usage error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from .analyses import ANALYSES
 from .errors import HfsmriError
 
 SUBCOMMANDS = ("simulate", "demo", "report", "power", "import")
@@ -35,8 +35,7 @@ usage:
 Run "hfsmri <sub-command> --help" for the options of simulate, demo, report, power and import.
 """
 
-ANALYSIS_NAMES = ("vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho", "alff", "dc",
-                  "vmhc", "seed_fc", "ica", "graph")
+ANALYSIS_NAMES = tuple(ANALYSES)   # --skip choices: the analyses' registry
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,170 +255,19 @@ def validate_bids_app_args(args) -> None:
         raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and write (then delete) a small probe file in it, so that a
-    read-only, full or forbidden folder is one clear :class:`~hfsmri.errors.StorageError` before
-    any job starts (``os.access`` misses read-only mounts and full disks)."""
-    import errno
-    import tempfile
-
-    from .derivatives import _host_tag
-    from .errors import STORAGE_ERRNOS, StorageError
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".hfsmri_write_probe.{_host_tag()}-{os.getpid()}-", suffix=".tmp",
-                                     dir=folder)
-        try:
-            os.write(fd, b"\0" * 65536)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
-    except OSError as exc:
-        reason = STORAGE_ERRNOS[exc.errno][0] if exc.errno in STORAGE_ERRNOS else (exc.strerror or str(exc))
-        hint = "free some space or choose another folder" if exc.errno == errno.ENOSPC else \
-            "choose a folder you can write to"
-        raise StorageError(f"{what} is not writable ({reason}); {hint}", path=folder, errno_=exc.errno) from None
-
-
-def _clean_leftovers(args, out_dir: Path, work: Path, log) -> None:
-    """Remove what killed runs left: our atomic-write temporaries in OUTPUT_DIR and the work
-    directory, and dead jobs' private temporary folders (never those of a job still running)."""
-    from .derivatives import remove_stale_temporaries
-    from .scratch import remove_stale_scratch, scratch_root
-
-    bids = args.bids_dir.resolve()
-    files = remove_stale_temporaries(out_dir, exclude=[bids, work])
-    files += remove_stale_temporaries(work, exclude=[bids, scratch_root(work)])
-    dirs = remove_stale_scratch(scratch_root(work))
-    if files or dirs:
-        log.info("removed %d temporary file(s) and %d temporary folder(s) left by interrupted runs",
-                 len(files), len(dirs))
-
-
-def _run_info(args, study, dataset, skipped: dict, considered: list, work: Path) -> dict:
-    """What a run record holds besides the bookkeeping of :class:`hfsmri.runlog.RunRecord`."""
-    inputs = dataset.table()
-    return {"bids_dir": str(args.bids_dir.resolve()), "output_dir": str(args.output_dir.resolve()),
-            "work_dir": str(work.resolve()), "study": str(args.study) if args.study else None,
-            "excluded": dict(study.excluded), "flip_to": study.flip_to,
-            "flipped": [f"sub-{s}" for s in study.labels if study.flipped(s)],
-            "participant_label": args.participant_label, "session_label": args.session_label,
-            "skip": list(args.skip), "considered": considered, "skipped_subjects": skipped,
-            "inputs": inputs.astype(object).where(inputs.notna(), None).to_dict(orient="records"),
-            "random_seed": int(study.stats["random_seed"]), "nprocs": args.nprocs,
-            "omp_nthreads": args.omp_nthreads, "scheduler": args.scheduler}
-
-
-def _write_tables(args, study, dataset, out) -> None:
-    """participants.tsv (included participants) and logs/inputs.tsv (inputs per subject; at the
-    group level merged over every participant run)."""
-    import pandas as pd
-
-    from .derivatives import save_tsv_atomic
-    from .runlog import merged_participant_runs
-
-    save_tsv_atomic(study.participants.copy(), args.output_dir / "participants.tsv")
-    table = dataset.table()
-    if args.analysis_level == "group":
-        _, rows = merged_participant_runs(out.logs_dir)
-        if rows:
-            table = pd.DataFrame(rows)
-    save_tsv_atomic(table, out.logs_dir / "inputs.tsv")
-
-
 def run_bids_app(args) -> int:
-    from .bids import discover
-    from .derivatives import Derivatives
-    from .parallel import JobFailed
-    from .pipeline import RunOptions, check_dataset, run_group_level, run_participant_level, work_root
-    from .runlog import RunRecord, merged_participant_runs
-    from .study import Study
+    """``hfsmri BIDS_DIR OUTPUT_DIR participant|group``: :func:`hfsmri.api.run_level` with the options."""
+    from .api import run_level
 
     level = setup_logging(args.verbose, args.debug)
-    log = logging.getLogger("hfsmri")
     validate_bids_app_args(args)
-    if args.analysis_level == "group" and args.study is None:
-        raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
-    study = Study.from_bids(args.bids_dir, args.study, level=args.analysis_level)  # group sizes: group level only
-    if args.analysis_level == "group":  # before anything is written: a mistyped OUTPUT_DIR is not created
-        from .pipeline import require_participant_outputs
-
-        require_participant_outputs(args.output_dir)
-    dataset = discover(args.bids_dir, args.participant_label, args.session_label, args.derivatives)
-    if args.participant_label:
-        wanted = {s.replace("sub-", "") for s in args.participant_label}
-        missing = sorted(wanted - set(study.participants.index) - set(study.excluded))
-        if missing:
-            raise HfsmriError(f"participant(s) {', '.join('sub-' + m for m in missing)} are in BIDS_DIR but not in "
-                              "participants.tsv", path=args.bids_dir / "participants.tsv")
-    options = RunOptions(nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
-                         scheduler=args.scheduler, random_seed=args.random_seed,
-                         stop_on_first_crash=args.stop_on_first_crash, skip=tuple(args.skip),
-                         work_dir=args.work_dir, log_level=level, on_bad_input=args.on_bad_input)
-    # the seed actually used, everywhere: --random-seed overrides study.yaml (run records,
-    # study.resolved.yaml, the group statistics and their sidecars, the methods text)
-    from .pipeline import resolve_seed
-
-    study.stats["random_seed"] = resolve_seed(study, options)
-    considered = sorted(si.key for si in dataset.inputs.values() if si.subject in study.participants.index)
-    skipped = check_dataset(study, dataset, options) if args.analysis_level == "participant" else {}
-    work = work_root(args.output_dir, args.work_dir)
-    check_writable(args.output_dir, "OUTPUT_DIR")
-    check_writable(work, "the work directory" + (" (-w)" if args.work_dir else " (OUTPUT_DIR/work)"))
-    _clean_leftovers(args, args.output_dir, work, log)
-    out = Derivatives(args.output_dir, source_datasets=[{"URL": f"file://{args.bids_dir.resolve()}"}])
-    study.write_resolved(args.output_dir)
-    info = _run_info(args, study, dataset, skipped, considered, work)
-    if args.analysis_level == "group":  # what every participant run left out, and why
-        info["skipped_subjects"] = merged_participant_runs(out.logs_dir)[0]
-        info.pop("considered")
-    _write_tables(args, study, dataset, out)
-    record = RunRecord(out.logs_dir, args.analysis_level, info)
-    record.write()
-    log.info("study: %d patients, %d controls; analyses: %s; random seed %d", len(study.subjects_in("patient")),
-             len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip),
-             study.stats["random_seed"])
-    try:
-        if args.analysis_level == "participant":
-            try:
-                results = run_participant_level(study, dataset, out, options)
-            except JobFailed as exc:
-                r = exc.result
-                if r.fatal:  # full disk / quota / read-only: one line, the run stops
-                    raise HfsmriError(f"{r.name}: {r.error}") from None
-                raise HfsmriError(f"stopped at the first crash: {r.name}: {r.error} (log: {r.log_file})") from None
-            failed = [r for r in results if not r.ok]
-            for r in results:
-                log.info("%s: %s in %.1f s%s", r.name, "ok" if r.ok else "FAILED", r.seconds,
-                         f" (peak {r.peak_mb:.0f} MB)" if r.peak_mb else "")
-            if failed:
-                for r in failed:
-                    log.error("%s failed: %s (log: %s)", r.name, r.error, r.log_file)
-                record.finish("failed", results)
-                raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed (logs in "
-                                  f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
-            record.finish("ok", results)
-            return 0
-        run_group_level(study, out, options)
-        report = Path(args.output_dir) / "report.html"
-        if not args.no_report and getattr(options, "group_reused", False) and report.exists():
-            log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", report)
-        elif not args.no_report:
-            from .report import build_report
-
-            path = build_report(args.output_dir, n_jobs=options.nprocs)
-            log.info("report: %s", path)
-        record.finish("ok")
-        return 0
-    except BaseException as exc:
-        if record.data["status"] == "running":
-            with contextlib.suppress(Exception):  # the record must not hide the error (e.g. disk full)
-                record.finish("stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                              error=str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}")
-        raise
+    run_level(args.analysis_level, args.bids_dir, args.output_dir, args.study,
+              participant_label=args.participant_label, session_label=args.session_label,
+              derivatives=args.derivatives, skip=tuple(args.skip), nprocs=args.nprocs,
+              omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb, scheduler=args.scheduler,
+              random_seed=args.random_seed, stop_on_first_crash=args.stop_on_first_crash, work_dir=args.work_dir,
+              on_bad_input=args.on_bad_input, report=not args.no_report, log_level=level)
+    return 0
 
 
 def run_simulate(args) -> int:

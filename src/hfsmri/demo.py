@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from .analyses import ANALYSES
+
 log = logging.getLogger("hfsmri")
 
 #: demo statistics: fewer permutations than a real study (5000; 150 give FWE p in steps of 1/151 =
@@ -48,11 +50,9 @@ def demo_study_config(n_perm: int | None = None, quick: bool = False) -> dict:
         # the 21 lateral effects the simulator plants; 4 are ipsi/contra-lateral to the affected
         # side), and mirroring the ~60 % left-affected patients would scatter those over both sides
         "flip_to": None,
-        # every analysis; the simulated DWI has no head motion, so per-volume motion correction
-        # (about 1 s per volume) is off in the demo; ICA with 10 components and 2 FastICA restarts
-        "analyses": {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_correction": False},
-                     "tbss": {}, "dwi_rois": {}, "reho": {}, "alff": {}, "dc": {}, "vmhc": {},
-                     "seed_fc": {}, "ica": {"n_components": 10, "n_init": 2}, "graph": {}},
+        # every analysis with its demo settings (hfsmri.analyses: no per-volume DWI motion
+        # correction, as the simulated DWI has no head motion; ICA with 10 components, 2 restarts)
+        "analyses": {name: dict(spec.demo) for name, spec in ANALYSES.items()},
         # the fast structural profile (one Atropos pass, SyN 20x10x0): 26 s instead of 44 s CPU per
         # subject, TIV within 2 % of the simulated truth (docs/anatomy.md)
         "preprocessing": {"anat": {"profile": "fast"}},
@@ -97,7 +97,7 @@ def _simulated_with(bids: Path) -> str | None:
 def run_demo(output_dir: str | Path = "hfsmri_demo", n_patients: int = 10, n_controls: int = 10,
              n_perm: int | None = None, nprocs: int | None = None, seed: int = 1, quick: bool = False) -> Path:
     """Run the whole demo; returns the path of report.html."""
-    from .cli import main
+    from .api import run_level
 
     root = Path(output_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -106,39 +106,40 @@ def run_demo(output_dir: str | Path = "hfsmri_demo", n_patients: int = 10, n_con
     _simulate_once(bids, n_patients, n_controls, seed, quick)
     study = root / "study.yaml"
     study.write_text(yaml.safe_dump(demo_study_config(n_perm, quick), sort_keys=False))
-    common = ["--study", str(study)] + (["--nprocs", str(nprocs)] if nprocs else [])
     for level in ("participant", "group"):
         t = time.perf_counter()
-        code = main([str(bids), str(deriv), level, *common])
-        if code != 0:
-            from .errors import HfsmriError
-
-            raise HfsmriError(f"demo {level} level failed (exit {code}); see {deriv / 'logs'}")
+        run_level(level, bids, deriv, study, nprocs=nprocs)
         log.info("demo: %s level in %.0f s", level, time.perf_counter() - t)
     report = deriv / "report.html"
     log.info("demo: finished in %.0f s", time.perf_counter() - t0)
-    _print_summary(deriv)
+    _print_summary(deriv, demo_study_config(n_perm, quick))
     return report
 
 
-def _print_summary(deriv: Path) -> None:
+def _print_summary(deriv: Path, study: dict) -> None:
     """One screen of findings: significant clusters per analysis and ground-truth score."""
     import pandas as pd
 
+    from .derivatives import group_path
+    from .stats.design import contrast_names
+
     lines = ["", "hfsmri demo: findings (FWE p < alpha)"]
-    group = deriv / "group"
-    for f in sorted(group.glob("*/*/contrast-*_clusters.tsv")):
-        try:
-            df = pd.read_csv(f, sep="\t")
-        except Exception:
-            continue
-        if len(df):
-            top = df.sort_values("p_fwe").iloc[0]
-            labels = [str(top.get(c)) for c in ("aal_label", "ho_label")
-                      if isinstance(top.get(c), str) and top.get(c).strip()]
-            label = labels[0] if labels else "an unlabelled region (e.g. white matter)"
-            lines.append(f"  {f.parent.parent.name}/{f.parent.name} {f.name.split('_')[0][9:]}: "
-                         f"{df['cluster_id'].nunique()} cluster(s), best p_fwe={top['p_fwe']:.3g} at {label}")
+    folders = sorted(m for a in group_path(deriv, kind="folder").glob("*") if a.is_dir() for m in a.iterdir()
+                     if m.is_dir())
+    for folder in folders:
+        for c in contrast_names(study.get("clinical"), study.get("sessions")):
+            f = group_path(deriv, folder.parent.name, folder.name, c, "clusters")
+            try:
+                df = pd.read_csv(f, sep="\t") if f.is_file() else None
+            except Exception:
+                continue
+            if df is not None and len(df):
+                top = df.sort_values("p_fwe").iloc[0]
+                labels = [str(top.get(k)) for k in ("aal_label", "ho_label")
+                          if isinstance(top.get(k), str) and top.get(k).strip()]
+                label = labels[0] if labels else "an unlabelled region (e.g. white matter)"
+                lines.append(f"  {folder.parent.name}/{folder.name} {c}: {df['cluster_id'].nunique()} cluster(s), "
+                             f"best p_fwe={top['p_fwe']:.3g} at {label}")
     summary = deriv / "report" / "ground_truth_summary.tsv"
     if summary.exists():
         try:

@@ -260,6 +260,48 @@ def save_tsv_atomic(df, path: str | Path, index: bool = False) -> Path:
     return Path(path)
 
 
+#: the statistic and −log10 p maps of one contrast: kind -> ``contrast-<c>_<entities>.nii.gz``
+CONTRAST_MAPS = {"t": "stat-t_statmap", "tfce": "stat-tfce_statmap", "fwe": "desc-fwe_logp",
+                 "voxelfwe": "desc-voxelfwe_logp", "clusterfwe": "desc-clusterfwe_logp",
+                 "uncorrected": "desc-uncorrected_logp", "fdr": "desc-fdr_logp"}
+#: group result files: kind -> name in ``group/[<analysis>/[<metric>/]]`` (``{c}``: the contrast,
+#: ``{M}``: the metric in capitals). :func:`group_path` is the one place group files are named.
+GROUP_FILES = {
+    **{k: f"contrast-{{c}}_{v}.nii.gz" for k, v in CONTRAST_MAPS.items()},
+    "clusters": "contrast-{c}_clusters.tsv", "edges": "contrast-{c}_edges.tsv",   # edges: graph/edges, graph/nbs
+    "components": "contrast-{c}_components.tsv",                                   # graph/nbs
+    "mask": "mask.nii.gz", "mask_longitudinal": "mask_longitudinal.nii.gz", "rois": "rois.tsv",
+    "correlations": "correlations.tsv", "values": "values.tsv", "rois_longitudinal": "rois_longitudinal.tsv",
+    "summary": "summary.json", "summary_longitudinal": "summary_longitudinal.json",
+    "skeletonised": "all_{M}_skeletonised.nii.gz", "mean_fa": "mean_FA.nii.gz",   # tbss/
+    "skeleton": "mean_FA_skeleton_mask.nii.gz", "ica_maps": "components.nii.gz",    # tbss/, ica/
+    "ica_labels": "components.tsv", "func_qc": "func_qc.tsv",                       # ica/, group/
+    "group_summary": "group_summary.json", "stage_marker": ".{c}_done.json",        # group/ (c = the stage)
+    "folder": "",                                                                   # the folder itself
+}
+
+
+def group_path(root: str | Path, analysis: str | None = None, metric: str | None = None,
+               contrast: str | None = None, kind: str = "fwe") -> Path:
+    """``OUTPUT_DIR/group/[<analysis>/[<metric>/]]<file>`` of a group result (nothing is created).
+
+    ``kind``: a key of :data:`GROUP_FILES`; ``contrast``: the design's contrast name (e.g.
+    ``patient-gt-control``) for the per-contrast kinds. Every writer and reader of group results
+    goes through this function, so that renaming a group file means changing it here only.
+    """
+    if kind not in GROUP_FILES:
+        raise HfsmriError(f"unknown group file kind {kind!r}; known: {', '.join(GROUP_FILES)}", field="kind")
+    pattern = GROUP_FILES[kind]
+    if "{c}" in pattern and not contrast:
+        raise HfsmriError(f"group file kind {kind!r} needs a contrast", field="contrast")
+    d = Path(root) / "group"
+    if analysis:
+        d = d / _check_name("analysis", analysis)
+        if metric:
+            d = d / _check_name("metric", metric)
+    return d / pattern.format(c=contrast, M=str(metric or "").upper())
+
+
 #: sidecar key holding the output file's own size (bytes) and SHA-256, written with the file
 INTEGRITY_KEY = "Integrity"
 
@@ -460,6 +502,11 @@ class Derivatives:
              ext: str = ".nii.gz") -> Path:
         """Full path of a participant-level derivative (folder created lazily on write)."""
         return self.subject_dir(sub, ses, datatype) / self.filename(sub, ses, suffix, space, res, entities, ext)
+
+    def group_path(self, analysis: str | None = None, metric: str | None = None, contrast: str | None = None,
+                   kind: str = "fwe") -> Path:
+        """Path of a group result file (:func:`group_path`; the folder is created on write)."""
+        return group_path(self.root, analysis, metric, contrast, kind)
 
     def group_dir(self, analysis: str, metric: str | None = None) -> Path:
         """``OUTPUT_DIR/group/<analysis>/<metric>/`` (created)."""

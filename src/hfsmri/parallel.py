@@ -492,3 +492,18 @@ def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level, scratch=N
     finally:
         if isinstance(address, str):
             client.close()
+
+
+@contextmanager
+def client_for(scheduler):
+    """A dask client for the block: None without ``scheduler``; for an address (``tcp://host:8786``)
+    one is opened here and closed at the end; an existing ``distributed.Client`` is passed through."""
+    if not scheduler:
+        yield None
+        return
+    client = connect(scheduler) if isinstance(scheduler, str) else scheduler
+    try:
+        yield client
+    finally:
+        if isinstance(scheduler, str):
+            client.close()

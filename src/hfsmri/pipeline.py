@@ -7,7 +7,8 @@ anatomical stage also runs whenever a T1w exists and any modality is requested, 
 stages reuse its T1w -> MNI transform. A failing stage does not stop the other stages of that
 subject; the job reports every failure at the end.
 
-Group level: each stage package with requested analyses gets a :class:`GroupContext`.
+Group level: the group runner (:func:`hfsmri.group.run_stage`) runs the requested analyses of each
+stage with one :class:`GroupContext`.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .bids import Dataset, SubjectInputs
 from .derivatives import Derivatives
 from .errors import HfsmriError
 from .parallel import Job, run_jobs
+from .stage_outputs import AnatOutputs, DwiOutputs, FuncOutputs
 
 log = logging.getLogger("hfsmri")
 
@@ -38,12 +40,13 @@ class ParticipantContext:
     analyses: dict
     preprocessing: dict = field(default_factory=dict)
     flip: bool = False
+    flip_to: str | None = None   # the study's side of alignment (R/L), None when not flipping
     seed: int = 0
     omp_nthreads: int = 1
     log: Any = None
-    anat: dict = field(default_factory=dict)
-    func: dict = field(default_factory=dict)
-    dwi: dict = field(default_factory=dict)
+    anat: AnatOutputs = field(default_factory=AnatOutputs)
+    func: FuncOutputs = field(default_factory=FuncOutputs)
+    dwi: DwiOutputs = field(default_factory=DwiOutputs)
 
     def __post_init__(self):
         if self.log is None:
@@ -65,6 +68,7 @@ class GroupContext:
     scheduler: str | None = None
     work_dir: Path | None = None
     participant_summaries: dict = field(default_factory=dict)
+    client: Any = None   # dask.distributed client of --scheduler (permutation blocks), or None
 
     def __post_init__(self):
         if self.log is None:
@@ -116,7 +120,7 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     worker died). A full disk (or quota, read-only file system) ends the job at once with that
     one error.
     """
-    from .bids import validate_inputs
+    from .validate import validate_inputs
     from .derivatives import remove_stale_temporaries
     from .errors import storage_error
 
@@ -183,7 +187,7 @@ def check_dataset(study, dataset: Dataset, options: RunOptions) -> dict:
     fault per line), before anything runs. With ``"skip"`` the faulty subjects are removed from
     ``dataset`` and returned as ``{"sub-X[_ses-Y]": reason}``.
     """
-    from .bids import validate_inputs
+    from .validate import validate_inputs
 
     fpre = study.preprocessing.get("func", {})
     dummy = int(fpre.get("dummy_scans", 5))
@@ -237,7 +241,7 @@ def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOpti
         ctx = ParticipantContext(
             subject=sub, session=ses, inputs=si, out=out,
             work_dir=root / si.key, analyses=analyses,
-            preprocessing=study.preprocessing, flip=study.flipped(sub), seed=seed,
+            preprocessing=study.preprocessing, flip=study.flipped(sub), flip_to=study.flip_to, seed=seed,
             omp_nthreads=options.omp_nthreads or 1)
         jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages), mem_mb=estimate_job_mb(si)))
     return jobs
@@ -368,7 +372,8 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
     names = marker.get("outputs")
     if marker.get("key") != key or names is None:
         return False
-    return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
+    return all(out.group_path(n, kind="folder").is_dir() and any(out.group_path(n, kind="folder").iterdir())
+               for n in names)
 
 
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
@@ -386,12 +391,13 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                         nprocs=options.nprocs or 1, scheduler=options.scheduler,
                         work_dir=work_root(out.root, options.work_dir))
     results, failures, reused = {}, [], []
-    from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
+    from .group import run_stage
+    from .parallel import client_for  # permutation blocks run as Dask tasks with --scheduler
 
-    with use_scheduler(options.scheduler), job_tempdir(scratch_root(gctx.work_dir)):
+    with client_for(options.scheduler) as gctx.client, job_tempdir(scratch_root(gctx.work_dir)):
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
-            marker = out.root / "group" / f".{stage}_done.json"
+            marker = out.group_path(contrast=stage, kind="stage_marker")
             done = _read_marker(marker)
             if _marker_valid(done, key, out):
                 log.info("group level: %s stage up to date (inputs and parameters unchanged), reused", stage)
@@ -408,9 +414,9 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                     raise HfsmriError(f"{len(damaged)} participant outputs are truncated or corrupt; run the "
                                       "participant level again for these subjects (it recomputes them):\n    "
                                       + "\n    ".join(damaged))
-                results[stage] = _stage_module(stage, "group").run(gctx) or {}
+                results[stage] = run_stage(gctx, stage)
                 outputs = sorted(a for a in analyses if STAGE_OF.get(a) == stage
-                                 and (out.root / "group" / a).is_dir())
+                                 and out.group_path(a, kind="folder").is_dir())
                 out.save_json({"key": key, "results": results[stage], "outputs": outputs}, marker)
             except Exception as exc:
                 from .errors import storage_error
@@ -424,8 +430,8 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                 results[stage] = {"error": msg}
                 if options.stop_on_first_crash:
                     break
-    if len(reused) < len(results) or not (out.root / "group" / "group_summary.json").exists():
-        out.save_json(results, out.root / "group" / "group_summary.json")
+    if len(reused) < len(results) or not out.group_path(kind="group_summary").exists():
+        out.save_json(results, out.group_path(kind="group_summary"))
     options.group_reused = bool(results) and len(reused) == len(results)
     if failures:
         raise HfsmriError("group level failed for " + "; ".join(failures))

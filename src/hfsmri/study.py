@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from .analyses import DEFAULTS, PREPROCESSING_DEFAULTS, STATS_DEFAULTS
+from .analyses import ANALYSES, PREPROCESSING_DEFAULTS, STATS_DEFAULTS
 from .errors import StudyError
 
 TOP_LEVEL_KEYS = ("group_column", "groups", "covariates", "covariate_types", "clinical",
@@ -387,8 +387,10 @@ class Study:
 
     @classmethod
     def _resolve_analyses(cls, given, ypath: Path) -> dict:
+        """The requested analyses with their parameters, each value checked against its
+        :class:`~hfsmri.analyses.Param` (type, range, choices) — the one place they are validated."""
         if given is None:
-            return copy.deepcopy(DEFAULTS)  # everything
+            given = {name: {} for name in ANALYSES}  # everything
         if isinstance(given, (list, tuple)):
             bad = [name for name in given if not isinstance(name, str)]
             if bad:
@@ -398,8 +400,15 @@ class Study:
         if not isinstance(given, dict):
             raise StudyError(f"must be a mapping (analysis: parameters) or a list of analysis names, got {given!r}",
                              path=ypath, field="analyses")
-        resolved = cls._resolve_section(given, DEFAULTS, ypath, "analyses")
-        return {k: v for k, v in resolved.items() if k in given}
+        out = {}
+        for name, params in given.items():
+            if name not in ANALYSES:
+                raise StudyError(f"unknown entry {name!r}{_suggest(name, ANALYSES)}; known: {', '.join(ANALYSES)}",
+                                 path=ypath, field="analyses")
+            if params is not None and not isinstance(params, dict):
+                raise StudyError("parameters must be a mapping", path=ypath, field=f"analyses.{name}")
+            out[name] = ANALYSES[name].validate(params or {}, path=ypath)
+        return {k: out[k] for k in ANALYSES if k in out}
 
     @staticmethod
     def _check_stats(stats: dict, ypath: Path) -> None:

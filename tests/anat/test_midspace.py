@@ -113,10 +113,10 @@ def test_participant_stage_uses_midspace(two_sessions):
                                  preprocessing={"anat": {"template_resolution": RES, "registration": "SyNFast"}})
         res[ses] = (ctx, P.run(ctx))
     a, b = res["pre"][0].anat, res["post"][0].anat
-    assert a["midspace"] == b["midspace"] and (out / "sub-01" / "anat" / "sub-01_desc-midspace_T1w.nii.gz").exists()
+    assert a.midspace == b.midspace and (out / "sub-01" / "anat" / "sub-01_desc-midspace_T1w.nii.gz").exists()
     # shared mid-space -> MNI part, session-specific rigid at the end
-    assert a["to_mni_transforms"][:-1] == b["to_mni_transforms"][:-1]
-    assert a["to_mni_transforms"][-1] != b["to_mni_transforms"][-1]
+    assert a.to_mni_transforms[:-1] == b.to_mni_transforms[:-1]
+    assert a.to_mni_transforms[-1] != b.to_mni_transforms[-1]
     # same head: TIV of the two sessions agree closely, and match the truth
     tiv = [res[s][1]["tiv_ml"] for s in ("pre", "post")]
     assert abs(tiv[0] / tiv[1] - 1) < 0.02

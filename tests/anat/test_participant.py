@@ -56,18 +56,18 @@ def test_outputs_and_ctx_for_later_stages(study):
         assert (anat / name).exists(), name
     # VBM map on the MNI template grid
     shape, affine = template_grid(RES)
-    vbm = nib.load(ctx.anat["vbm_modulated"])
+    vbm = nib.load(ctx.anat.vbm_modulated)
     assert vbm.shape == tuple(shape) and np.allclose(vbm.affine, affine)
     # what the func and dwi stages read: a brain-extracted T1w and T1w -> MNI transform files
     import ants
 
-    assert all(__import__("pathlib").Path(t).exists() for t in ctx.anat["to_mni_transforms"])
-    t1 = ants.image_read(ctx.anat["t1w_preproc"])
+    assert all(__import__("pathlib").Path(t).exists() for t in ctx.anat.to_mni_transforms)
+    t1 = ants.image_read(ctx.anat.t1w_preproc)
     from hfsmri.spatial.resample import to_ants, to_nib
     from hfsmri.spatial.templates import load_template
 
     tmpl = load_template("T1", RES)
-    warped = to_nib(ants.apply_transforms(fixed=to_ants(tmpl), moving=t1, transformlist=ctx.anat["to_mni_transforms"]))
+    warped = to_nib(ants.apply_transforms(fixed=to_ants(tmpl), moving=t1, transformlist=ctx.anat.to_mni_transforms))
     m = load_template("mask", RES).get_fdata() > 0
     r = np.corrcoef(warped.get_fdata()[m], tmpl.get_fdata()[m])[0, 1]
     assert r > 0.8
@@ -99,8 +99,8 @@ def test_resume_recomputes_nothing(study):
     assert {p: p.stat().st_mtime_ns for p in files} == before
     first = study["runs"]["01"][0].anat
     for key in ("t1w_preproc", "to_mni_transforms", "from_mni_transforms", "brain_mask", "vbm_modulated"):
-        assert ctx.anat[key] == first[key]
-    assert ctx.anat["tiv_ml"] == pytest.approx(first["tiv_ml"])
+        assert getattr(ctx.anat, key) == getattr(first, key)
+    assert ctx.anat.tiv_ml == pytest.approx(first.tiv_ml)
 
 
 def test_vbm_planted_gm_decrease_in_patient(study):
@@ -113,13 +113,13 @@ def test_vbm_planted_gm_decrease_in_patient(study):
     eff = pd.read_csv(gt_dir / "effects.tsv", sep="\t")
     sel = eff[(eff.analysis == "vbm") & (eff.hemisphere == "bilateral") & (eff.direction == -1)]
     assert len(sel) >= 4
-    ref = nib.load(study["runs"]["01"][0].anat["vbm_modulated"])
+    ref = nib.load(study["runs"]["01"][0].anat.vbm_modulated)
     union = np.zeros(ref.shape, bool)
     for rel in sel["mask"]:
         union |= resample_to_img(nib.load(str(gt_dir / rel)), ref, interpolation="nearest",
                                  force_resample=True, copy_header=True).get_fdata() > 0
     rel_gm = {}
     for sub, (ctx, _) in study["runs"].items():
-        d = nib.load(ctx.anat["vbm_modulated"]).get_fdata()
+        d = nib.load(ctx.anat.vbm_modulated).get_fdata()
         rel_gm[sub] = d[union].mean() / d.mean()
     assert rel_gm["01"] < rel_gm["02"]

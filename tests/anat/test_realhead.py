@@ -100,8 +100,8 @@ def run_cases(tmp, cases=CASES, pre=PRE) -> dict:
                                  out=Derivatives(tmp / "out"), work_dir=tmp / "work" / sub, analyses={},
                                  preprocessing=pre, omp_nthreads=1, log=logging.getLogger("test-realhead"))
         summary = P.run(ctx)
-        out[name] = {"summary": summary, "mask": nib.load(ctx.anat["brain_mask"]), "t1": t1,
-                     "rigid": rigid(deg, shift), "gm": nib.load(ctx.anat["gm_probseg"])}
+        out[name] = {"summary": summary, "mask": nib.load(ctx.anat.brain_mask), "t1": t1,
+                     "rigid": rigid(deg, shift), "gm": nib.load(ctx.anat.gm_probseg)}
     ref = out[next(iter(cases))]["t1"]
     out["ch2bet"] = to_reference(acquire(bet_mask, (2.0, 2.0, 2.0), np.float32), np.eye(4), ref)
     return out

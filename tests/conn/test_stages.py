@@ -18,6 +18,7 @@ import pytest
 from hfsmri.derivatives import Derivatives
 from hfsmri.spatial.atlas import region_mask
 from hfsmri.spatial.templates import load_template
+from hfsmri.stage_outputs import FuncOutputs
 from hfsmri.study import Study
 
 RES = 6
@@ -61,7 +62,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
-    from hfsmri.conn import group, participant
+    from hfsmri.conn import participant
+    from hfsmri.group import run_stage
 
     root = tmp_path_factory.mktemp("conn_stage")
     out = Derivatives(root)
@@ -87,11 +89,11 @@ def study_run(tmp_path_factory):
     for s in subjects:
         ctx = SimpleNamespace(subject=s, session=None, out=out, analyses=analyses, work_dir=root / "work",
                               preprocessing=study.preprocessing, flip=study.flipped(s), seed=0,
-                              log=logging.getLogger("test"), func={}, flip_to="R")
+                              log=logging.getLogger("test"), func=FuncOutputs(), flip_to="R")
         summaries[s] = participant.run(ctx)
     gctx = SimpleNamespace(study=study, out=out, analyses=analyses, stats=study.stats, seed=0, nprocs=1,
                            log=logging.getLogger("test"), work_dir=None)
-    gsum = group.run(gctx)
+    gsum = run_stage(gctx, "conn")
     return root, out, study, summaries, gsum
 
 
@@ -127,7 +129,7 @@ def test_rerun_is_skipped(study_run):
     root, out, study, _, _ = study_run
     ctx = SimpleNamespace(subject="02", session=None, out=out, analyses=study.analyses, work_dir=root,
                           preprocessing=study.preprocessing, flip=False, seed=0, log=logging.getLogger("t"),
-                          func={}, flip_to="R")
+                          func=FuncOutputs(), flip_to="R")
     s = participant.run(ctx)
     assert s["seed_fc"].get("skipped") and s["graph"].get("skipped")
 

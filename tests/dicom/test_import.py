@@ -282,7 +282,8 @@ def test_a_failure_leaves_bids_dir_as_it_was(session_dicom, siemens_dwi, tmp_pat
 
 def test_imported_dataset_is_read_by_hfsmri(session_dicom, siemens_dwi, tmp_path):
     """The end of the road: hfsmri's own BIDS discovery and study model accept the import."""
-    from hfsmri.bids import discover, validate_inputs
+    from hfsmri.bids import discover
+    from hfsmri.validate import validate_inputs
     from hfsmri.study import Study
 
     root, _ = session_dicom

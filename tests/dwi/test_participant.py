@@ -42,13 +42,15 @@ def _dwi(tmp_path, bad_row=None):
 
 def _ctx(tmp_path, f, analyses):
     from hfsmri.derivatives import Derivatives
+    from hfsmri.stage_outputs import AnatOutputs, DwiOutputs
 
     si = SimpleNamespace(subject="01", session=None, dwi=f, bval=f.with_name("sub-01_dwi.bval"),
                          bvec=f.with_name("sub-01_dwi.bvec"), dwi_json=None, qsiprep_dwi=None,
                          qsiprep_bval=None, qsiprep_bvec=None)
     return SimpleNamespace(subject="01", session=None, inputs=si, out=Derivatives(tmp_path / "out"),
                            work_dir=tmp_path / "work", analyses=analyses, preprocessing={}, flip=False, seed=0,
-                           omp_nthreads=1, log=logging.getLogger("test"), anat={})
+                           omp_nthreads=1, log=logging.getLogger("test"), anat=AnatOutputs(),
+                           dwi=DwiOutputs())
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hfsmri.bids import discover, entities, validate_inputs
+from hfsmri.bids import discover, entities
+from hfsmri.validate import validate_inputs
 from hfsmri.errors import BidsError
 
 from ..conftest import _img, make_bids

@@ -40,7 +40,7 @@ def test_fmriprep_stage_clean_bold_matches_nilearn(tmp_path):
     out = ctx.out
     clean_p = out.path("01", None, "func", "bold", res=RES, entities={"task": "rest", "desc": "clean"})
     mask_p = out.path("01", None, "func", "mask", res=RES, entities={"task": "rest", "desc": "brain"})
-    assert ctx.func["clean_bold"] == str(clean_p)
+    assert ctx.func.clean_bold == str(clean_p)
     cb = np.asarray(nib.load(str(clean_p)).dataobj)
     bm = np.asarray(nib.load(str(mask_p)).dataobj) > 0
     # independent reference: nilearn on the same voxels with Friston-24 + WM + CSF
@@ -123,7 +123,7 @@ def _study(tmp_path, labels, groups):
 def test_group_end_to_end_finds_planted_reho_effects(tmp_path):
     from hfsmri.spatial.atlas import region_mask
     from hfsmri.spatial.templates import load_template
-    from hfsmri.func import group
+    from hfsmri.group import run_stage
 
     ref = load_template("mask", RES)
     down = region_mask("aal:Frontal_Mid_2_L", ref)
@@ -144,8 +144,8 @@ def test_group_end_to_end_finds_planted_reho_effects(tmp_path):
     stats = {"n_perm": 100, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001, "random_seed": 0}
     study = _study(tmp_path, labels, ["HFS" if p else "HC" for p in is_pat])
     g = GroupContext(study=study, out=out, analyses={"reho": {}}, stats=stats, log=logging.getLogger("t"))
-    res = group.run(g)
-    assert res["reho/reho"]["n_subjects"] == 14
+    res = run_stage(g, "func")
+    assert res["reho"]["reho"]["n_subjects"] == 14
     gdir = out.root / "group" / "reho" / "reho"
     lt = np.asarray(nib.load(str(gdir / "contrast-patient-lt-control_desc-fwe_logp.nii.gz")).dataobj)
     gt = np.asarray(nib.load(str(gdir / "contrast-patient-gt-control_desc-fwe_logp.nii.gz")).dataobj)
@@ -170,7 +170,7 @@ def test_group_end_to_end_finds_planted_reho_effects(tmp_path):
     null_groups = ["HFS" if i % 2 == 0 else "HC" for i in range(14)]  # 4/3 planted in each group
     study0 = _study(tmp_path, labels, null_groups)
     g0 = GroupContext(study=study0, out=null_out, analyses={"reho": {}}, stats=stats, log=logging.getLogger("t"))
-    group.run(g0)
+    run_stage(g0, "func")
     g0dir = null_out.root / "group" / "reho" / "reho"
     for c in ("patient-gt-control", "patient-lt-control"):
         lp = np.asarray(nib.load(str(g0dir / f"contrast-{c}_desc-fwe_logp.nii.gz")).dataobj)

@@ -1,5 +1,5 @@
 """Harmonisation wired into the group analyses: study key ``harmonize``, designs, ComBat inside
-``voxelwise_group`` / ``roi_group``, and a simulated multi-site study."""
+the voxel-wise and ROI inference (injected harmoniser), and a simulated multi-site study."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,25 @@ import pytest
 from hfsmri.errors import StudyError
 from hfsmri.harmonize import ComBat, harmonize_for_design, harmonize_for_study
 from hfsmri.stats.design import clinical_designs, design_from_study
-from hfsmri.stats.group_analysis import roi_group, voxelwise_group
+from hfsmri.derivatives import Derivatives
+from hfsmri.group import write
+from hfsmri.stats.roi import roi_tests
+from hfsmri.stats.voxelwise import voxelwise
 from hfsmri.study import Study
+
+
+def voxelwise_group(Y, mask, design, folder, stats):
+    """Inference with the group runner's harmoniser, written to ``folder/group/a/m``."""
+    res = voxelwise(Y, mask, design, affine=np.diag([3.0, 3.0, 3.0, 1.0]), n_perm=stats["n_perm"],
+                    tfce=stats["tfce"], random_state=stats["random_seed"], harmonise=harmonize_for_design)
+    write.results(Derivatives(folder), "a", "m", res, mask, np.diag([3.0, 3.0, 3.0, 1.0]), {})
+    return folder / "group" / "a" / "m"
+
+
+def roi_group(table, study, folder, stats):
+    res = roi_tests(table, study, n_perm=stats["n_perm"], harmonise=harmonize_for_design)
+    write.roi_results(Derivatives(folder), "a", "m", res)
+    return res.rois, res.correlations
 
 
 def _write(tmp_path, n=24, seed=0, n_sites=3):
@@ -120,7 +137,6 @@ def test_voxelwise_group_applies_combat(tmp_path):
     df = _write(tmp_path)
     labels = [p.removeprefix("sub-") for p in df.participant_id]
     mask, affine = _grid()
-    mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     rng = np.random.default_rng(5)
     Y = rng.normal(size=(len(labels), int(mask.sum())))
     Y += df.site.map({"s1": 0.0, "s2": 2.0, "s3": -1.0}).to_numpy()[:, None]
@@ -128,20 +144,20 @@ def test_voxelwise_group_applies_combat(tmp_path):
     stats = {"n_perm": 19, "tfce": False, "random_seed": 0}
     st = _study(tmp_path, site_column="site")
     d = design_from_study(st, labels)
-    voxelwise_group(Y, mask_img, d, tmp_path / "combat", stats)
+    combat = voxelwise_group(Y, mask, d, tmp_path / "combat", stats)
     H, _ = harmonize_for_study(Y, st, labels)
     d_none = design_from_study(_study(tmp_path, site_column="site", harmonize="none"), labels)
-    voxelwise_group(H, mask_img, d_none, tmp_path / "ref", stats)
+    ref = voxelwise_group(H, mask, d_none, tmp_path / "ref", stats)
     name = "contrast-patient-gt-control_stat-t_statmap"
-    t1 = nib.load(tmp_path / "combat" / f"{name}.nii.gz").get_fdata()
-    t2 = nib.load(tmp_path / "ref" / f"{name}.nii.gz").get_fdata()
+    t1 = nib.load(combat / f"{name}.nii.gz").get_fdata()
+    t2 = nib.load(ref / f"{name}.nii.gz").get_fdata()
     np.testing.assert_allclose(t1, t2, atol=1e-5)
-    meta = json.loads((tmp_path / "combat" / f"{name}.json").read_text())
+    meta = json.loads((combat / f"{name}.json").read_text())
     assert meta["Harmonization"]["applied"] is True and meta["Harmonization"]["site_column"] == "site"
     eff = meta["Harmonization"]["mean_additive_effect"]
     assert eff["s2"] - eff["s1"] == pytest.approx(2.0, abs=0.3)
     assert eff["s3"] - eff["s1"] == pytest.approx(-1.0, abs=0.3)
-    assert "Harmonization" not in json.loads((tmp_path / "ref" / f"{name}.json").read_text())
+    assert "Harmonization" not in json.loads((ref / f"{name}.json").read_text())
 
 
 def test_roi_group_applies_combat(tmp_path):
@@ -156,7 +172,7 @@ def test_roi_group_applies_combat(tmp_path):
     st_none = _study(tmp_path, site_column="site", harmonize="none")
     rois_ref, _ = roi_group(H, st_none, tmp_path / "ref", {"n_perm": 0})
     np.testing.assert_allclose(rois.t.to_numpy(), rois_ref.t.to_numpy(), atol=1e-8)
-    meta = json.loads((tmp_path / "combat" / "rois.json").read_text())
+    meta = json.loads((tmp_path / "combat" / "group" / "a" / "m" / "rois.json").read_text())
     assert meta["Harmonization"]["group"]["applied"] is True
     assert meta["Harmonization"]["corr-severity"]["applied"] is True
     assert len(corr) == 6
@@ -220,5 +236,5 @@ def test_simulated_multisite_through_group_analysis(tmp_path):
     for roi in ("thal", "put"):
         assert est["combat"].loc[roi, "t"] > 1.5 and est["free"].loc[roi, "t"] > 1.5
         assert est["combat"].loc[roi, "estimate"] == pytest.approx(est["free"].loc[roi, "estimate"], rel=0.5)
-    meta = json.loads((tmp_path / "combat" / "rois.json").read_text())
+    meta = json.loads((tmp_path / "combat" / "group" / "a" / "m" / "rois.json").read_text())
     assert meta["Harmonization"]["group"]["applied"] is True

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from hfsmri.conn import group
+from hfsmri.group import run_stage
 from hfsmri.conn.participant import conn_path
 from hfsmri.graph.metrics import GLOBAL_COLUMNS, NODAL_COLUMNS
 
@@ -71,7 +71,7 @@ def graph_run(tmp_path_factory):
     analyses = {"graph": {"atlas": ATLAS, "kind": KIND, "nbs_threshold": 2.0}}
     gctx = make_gctx(root, study, analyses, n_perm=64)
     truth = _write_tables(gctx, study, np.random.default_rng(3))
-    summary = group.run(gctx)
+    summary = run_stage(gctx, "conn")
     return root, study, truth, summary
 
 
@@ -108,7 +108,7 @@ def test_graph_change_tables_match_scipy_and_find_the_planted_changes(graph_run)
     root, study, truth, summary = graph_run
     root = root / "out"
     pats, cons = study.subjects_in("patient"), study.subjects_in("control")
-    assert summary["graph"]["longitudinal"]["global"]["n_rois"] >= 9
+    assert summary["graph"]["global"]["longitudinal"]["rois"]["n_rois"] >= 9
     glob = _rows(root, "global")
     # paired within patients: t = scipy, p = exact sign-flip enumeration; planted rise found
     dp = _aligned_change(study, truth, pats, "global", "global_efficiency")
@@ -159,7 +159,7 @@ def test_bad_followup_table_keeps_cross_sectional_results(tmp_path):
     _write_tables(gctx, study, np.random.default_rng(0))
     bad = conn_path(gctx.out, "03", "post", ATLAS, KIND, "graphnodalauc")
     bad.write_text("node\tdegree\nAmygdala_L\t1\n")
-    res = group.run(gctx)["graph"]
-    assert "error" in res["longitudinal"] and str(bad.name) in res["longitudinal"]["error"]
-    assert "missing column" in res["longitudinal"]["error"]
+    res = run_stage(gctx, "conn")["graph"]["degree"]["longitudinal"]
+    assert "error" in res and str(bad.name) in res["error"]
+    assert "missing column" in res["error"]
     assert (tmp_path / "out" / "group" / "graph" / "global" / "rois.tsv").exists()

@@ -19,6 +19,7 @@ import pytest
 from scipy import stats as sps
 
 from hfsmri.conn import group
+from hfsmri.group import run_stage
 from hfsmri.conn.participant import input_paths
 from hfsmri.spatial.atlas import region_mask
 from hfsmri.spatial.templates import load_template
@@ -63,7 +64,7 @@ def ica_run(tmp_path_factory):
             bold, bmask = input_paths(gctx.out, s, ses, RES)
             gctx.out.save_nifti(nib.Nifti1Image(np.round(data * 100).astype(np.int16), img.affine), bold)
             gctx.out.save_nifti(nib.Nifti1Image(mask.astype(np.uint8), img.affine), bmask)
-    summary = group.run(gctx)
+    summary = run_stage(gctx, "conn")
     return root, gctx, study, summary
 
 
@@ -121,7 +122,7 @@ def test_stage2_change_t_matches_independent_dual_regression(ica_run):
     meta = json.loads((d / "contrast-patient-post-gt-pre_stat-t_statmap.json").read_text())
     assert meta["Sessions"] == ["pre", "post"] and meta["Component"] == k
     assert sorted(meta["Flipped"]) == sorted(s for s in study.labels if study.flipped(s))
-    assert summary["ica"]["components"][k]["longitudinal"]["n_subjects"] == 12
+    assert summary["ica"][f"ic-{k}"]["longitudinal"]["n_subjects"] == 12
     assert (d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()  # cross-sectional kept
 
 
@@ -164,5 +165,5 @@ def test_followup_bold_on_another_grid_is_named(tmp_path):
     gctx.out.save_nifti(nib.Nifti1Image(np.ones((8, 8, 8, 20), np.int16), img.affine), bad)
     maps = np.random.default_rng(0).standard_normal((2, int(mask.sum())))
     with pytest.raises(InputDataError, match="grid") as exc:
-        group._dual_regression_session(gctx, ["01", "02", "03"], "post", RES, mask, img.affine, maps, True)
+        group.dual_regression_session(gctx, ["01", "02", "03"], "post", RES, mask, img.affine, maps, True)
     assert bad.name in str(exc.value)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from hfsmri.longitudinal import longitudinal_designs, longitudinal_roi, longitudinal_voxelwise, paired_subjects
+from hfsmri.stats.design import designs_for
+from hfsmri.stats.roi import longitudinal_roi_tests
 from hfsmri.study import Study
 
 
@@ -31,8 +32,7 @@ def study(tmp_path):
 
 
 def test_designs(study):
-    subs = paired_subjects(study, [(s, ses) for s in study.labels for ses in ("pre", "post")])
-    d = longitudinal_designs(study, subs)
+    d, _ = designs_for(study, study.labels, longitudinal=True)
     assert set(d) == {"paired-patient", "paired-control", "interaction", "delta-severity"}
     assert set(d["paired-patient"].contrasts) == {"patient-post-gt-pre", "patient-post-lt-pre"}
     assert set(d["interaction"].contrasts) == {"change-patient-gt-control", "change-patient-lt-control"}
@@ -46,7 +46,8 @@ def test_roi_paired_matches_scipy(study, tmp_path):
     # patients lose 1.5 units in ROI a after surgery
     for s in study.subjects_in("patient"):
         tab.loc[(s, "post"), "a"] -= 1.5
-    df = longitudinal_roi(study, tab, tmp_path, {"n_perm": 2000, "random_seed": 0})
+    df = longitudinal_roi_tests({ses: tab.xs(ses, level=1) for ses in ("pre", "post")}, study, n_perm=2000,
+                                random_state=0)
     row = df[(df.contrast == "patient-post-gt-pre") & (df.roi == "a")].iloc[0]
     pats = study.subjects_in("patient")
     delta = np.array([tab.loc[(s, "post"), "a"] - tab.loc[(s, "pre"), "a"] for s in pats])
@@ -63,10 +64,15 @@ def test_roi_paired_matches_scipy(study, tmp_path):
     tnull = np.array(tnull)
     p_ref = min(1.0, 2 * min(np.mean(tnull >= ref.statistic - 1e-12), np.mean(tnull <= ref.statistic + 1e-12)))
     assert row.p_perm == pytest.approx(p_ref)
-    assert (tmp_path / "rois_longitudinal.tsv").exists()
 
 
 def test_voxelwise_finds_planted_change(study, tmp_path):
+    import logging
+    from types import SimpleNamespace
+
+    from hfsmri.derivatives import Derivatives
+    from hfsmri.group.runner import MetricData, run_longitudinal
+
     rng = np.random.default_rng(1)
     shape = (10, 10, 10)
     mask = np.zeros(shape, bool)
@@ -78,10 +84,13 @@ def test_voxelwise_finds_planted_change(study, tmp_path):
             d = rng.normal(size=shape)
             if ses == "post" and study.group_of(s) == "patient":
                 d[4:6, 4:6, 4:6] += 4.0
-            maps[(s, ses)] = nib.Nifti1Image(d.astype(np.float32), aff)
-    longitudinal_voxelwise(study, maps, nib.Nifti1Image(mask.astype(np.uint8), aff), tmp_path,
-                           {"n_perm": 200, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01,
-                            "random_seed": 0})
+            maps[(s, ses)] = d.astype(np.float32)
+    gctx = SimpleNamespace(study=study, out=Derivatives(tmp_path), log=logging.getLogger("test"))
+    data = MetricData("m", study.labels, affine=aff, session_map=lambda s, ses: maps[(s, ses)], long_mask=mask)
+    st = {"n_perm": 200, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
+    summary = run_longitudinal(gctx, SimpleNamespace(name="a"), data, st, {})
+    assert summary["n_subjects"] == 12
+    tmp_path = tmp_path / "group" / "a" / "m"
     logp = nib.load(tmp_path / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz").get_fdata()
     assert logp[4:6, 4:6, 4:6].max() > -np.log10(0.05)
     assert (tmp_path / "contrast-change-patient-gt-control_stat-t_statmap.nii.gz").exists()

@@ -1,4 +1,5 @@
-"""Entry points the modality group stages call: run_longitudinal_maps / run_longitudinal_roi."""
+"""The group runner's longitudinal designs of one metric (hfsmri.group.runner.run_longitudinal):
+side alignment, masks, scipy references, error handling."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from hfsmri.analyses import Input
 from hfsmri.derivatives import Derivatives
-from hfsmri.longitudinal import roi_tables_by_session, run_longitudinal_maps, run_longitudinal_roi
+from hfsmri.group.inputs import load_map
+from hfsmri.group.runner import MetricData, aligned_map, run_longitudinal
 from hfsmri.spatial.flip import flip_lr
 from hfsmri.study import Study
 
@@ -36,10 +39,26 @@ def _study(tmp_path, sessions=("pre", "post"), flip_to="R"):
     return Study.from_bids(bids, cfg)
 
 
+STATS = {"n_perm": 50, "tfce": False, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
+UNALIGNED = Input("func", "reho", aligned=False)   # mirrored at the group level, as the BOLD maps
+
+
 def _gctx(tmp_path, study):
-    return SimpleNamespace(study=study, out=Derivatives(tmp_path / "out"), log=logging.getLogger("test"),
-                           stats={"n_perm": 50, "tfce": False, "alpha": 0.05, "cluster_forming_p": 0.01,
-                                  "random_seed": 0})
+    return SimpleNamespace(study=study, out=Derivatives(tmp_path / "out"), log=logging.getLogger("test"), stats=STATS)
+
+
+def run_longitudinal_maps(gctx, analysis, metric, path_of, flip=False, roi_specs=None):
+    """The runner on maps read from ``path_of`` (side-aligned like an unaligned participant input)."""
+    def session_map(s, ses):
+        p = path_of(s, ses)
+        if p is None:
+            return None
+        arr = load_map(p, (SHAPE, AFF))
+        return aligned_map(gctx, UNALIGNED, arr, AFF, s) if flip else arr
+
+    data = MetricData(metric, gctx.study.labels, affine=AFF, session_map=session_map,
+                      long_mask=np.ones(SHAPE, bool), long_regions=roi_specs or {})
+    return run_longitudinal(gctx, SimpleNamespace(name=analysis), data, STATS, {})
 
 
 def _write_maps(tmp_path, study, sessions=("pre", "post")):
@@ -102,7 +121,6 @@ def test_cross_sectional_and_errors_do_not_raise(tmp_path):
     study = _study(tmp_path / "a", sessions=None)
     gctx = _gctx(tmp_path / "a", study)
     assert run_longitudinal_maps(gctx, "reho", "reho", lambda s, ses: None) == {}
-    assert run_longitudinal_roi(gctx, "reho", "reho", {}) == {}
     study = _study(tmp_path / "b")
     gctx = _gctx(tmp_path / "b", study)
     paths = _write_maps(tmp_path / "b", study)
@@ -123,9 +141,9 @@ def test_run_longitudinal_roi_matches_scipy(tmp_path):
     rng = np.random.default_rng(4)
     values = {(s, ses): pd.Series(rng.normal(size=3) + (1.0 if ses == "post" else 0.0), index=["a", "b", "c"])
               for s in study.labels for ses in ("pre", "post")}
-    tables = roi_tables_by_session(study, lambda s, ses: None if (s, ses) == ("09", "post") else values[(s, ses)])
-    assert list(tables) == ["pre", "post"] and len(tables["pre"]) == 10 and len(tables["post"]) == 9
-    res = run_longitudinal_roi(gctx, "dwi_rois", "fa", tables)
+    data = MetricData("fa", study.labels,
+                      session_row=lambda s, ses: None if (s, ses) == ("09", "post") else values[(s, ses)])
+    res = run_longitudinal(gctx, SimpleNamespace(name="dwi_rois"), data, STATS, {})["rois"]
     assert res["n_rois"] == 3
     df = pd.read_csv(tmp_path / "out" / "group" / "dwi_rois" / "fa" / "rois_longitudinal.tsv", sep="\t")
     row = df[(df.contrast == "control-post-gt-pre") & (df.roi == "b")].iloc[0]

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hfsmri.analyses import DEFAULTS
+from hfsmri.analyses import ANALYSES, DEFAULTS
 from hfsmri.dwi import group
+from hfsmri.group import run_stage
 from hfsmri.dwi.participant import METRICS, map_path, mask_path
 from hfsmri.dwi.tbss import apply_indices, project, project_metrics, tbss
 from hfsmri.spatial.templates import template_grid
@@ -75,7 +76,7 @@ def tbss_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setitem(DEFAULTS["dti"], "resolution", RES)  # TBSS runs on the dti resolution
     try:
-        summary = group.run(gctx)
+        summary = run_stage(gctx, "dwi")
     finally:
         mp.undo()
     # independent reference: the skeleton of the baseline scans, each session projected directly
@@ -112,7 +113,7 @@ def test_session_projections_equal_direct_tbss_projection(tbss_run):
     stage_skel = nib.load(g / "mean_FA_skeleton_mask.nii.gz").get_fdata() > 0
     np.testing.assert_array_equal(stage_skel, sk.skeleton)  # cross-sectional skeleton unchanged
     assert sk.n_voxels > 50
-    vals = group.tbss_session_values(gctx, sk, study.labels, ("pre", "post"), RES)
+    vals = group.tbss_session_values(gctx, sk, study.labels, ("pre", "post"), RES, ANALYSES["tbss"])
     for s in study.labels:
         for ses in ("pre", "post"):
             ref, _ = _ref_values(sk, maps[(s, ses)])
@@ -134,7 +135,7 @@ def test_session_projections_equal_direct_tbss_projection(tbss_run):
 
 def test_paired_and_interaction_t_match_scipy_on_the_skeletonised_change(tbss_run):
     root, gctx, study, maps, sk, summary = tbss_run
-    assert summary["longitudinal"]["tbss/fa"]["n_subjects"] == 12
+    assert summary["tbss"]["fa"]["longitudinal"]["n_subjects"] == 12
     pats, cons = study.subjects_in("patient"), study.subjects_in("control")
 
     ref = {(s, ses): _ref_values(sk, maps[(s, ses)])[0] for s in study.labels for ses in ("pre", "post")}
@@ -201,10 +202,10 @@ def test_followup_map_on_another_grid_is_named_and_baseline_kept(tmp_path):
     mp = pytest.MonkeyPatch()
     mp.setitem(DEFAULTS["dti"], "resolution", RES)
     try:
-        summary = group.run(gctx)
+        summary = run_stage(gctx, "dwi")
     finally:
         mp.undo()
-    err = summary["longitudinal"]["tbss"]["error"]
+    err = summary["tbss"]["md"]["longitudinal"]["error"]
     assert bad.name in err and "grid" in err
     d = tmp_path / "out" / "group" / "tbss" / "fa"
     assert (d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()

@@ -1,4 +1,4 @@
-"""The report on files written by the real stats engine (voxelwise_group / roi_group), planted effect."""
+"""The report on files written by the real stats engine and group writer, planted effect."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,15 @@ import yaml
 
 from hfsmri.spatial.templates import template_grid
 
-pytest.importorskip("hfsmri.stats.group_analysis")
-
 
 @pytest.mark.slow
 def test_report_on_stats_engine_output(tmp_path):
+    from hfsmri.derivatives import Derivatives
+    from hfsmri.group import write
     from hfsmri.report import build_report
     from hfsmri.stats.design import design_from_study
-    from hfsmri.stats.group_analysis import roi_group, voxelwise_group
+    from hfsmri.stats.roi import roi_tests
+    from hfsmri.stats.voxelwise import voxelwise
     from hfsmri.study import Study
 
     rng = np.random.default_rng(0)
@@ -50,9 +51,11 @@ def test_report_on_stats_engine_output(tmp_path):
     Y = rng.normal(0, 1, (len(design.subjects), int(mask.sum())))
     Y[np.ix_(roles == "patient", eff[mask])] -= 4.0
     g = out / "group" / "vbm" / "gm"
-    voxelwise_group(Y, nib.Nifti1Image(mask.astype(np.uint8), aff), design, g, study.stats)
+    st = study.stats
+    res = voxelwise(Y, mask, design, affine=aff, n_perm=st["n_perm"], cluster_forming_p=st["cluster_forming_p"])
+    write.results(Derivatives(out), "vbm", "gm", res, mask, aff, {})
     table = pd.DataFrame({"Amygdala_L": Y[:, eff[mask]].mean(1), "Putamen_L": Y[:, 0]}, index=design.subjects)
-    roi_group(table, study, out / "group" / "roi_volumes" / "volume", study.stats)
+    write.roi_results(Derivatives(out), "roi_volumes", "volume", roi_tests(table, study, n_perm=st["n_perm"]))
 
     gt = bids / "derivatives" / "ground_truth"
     (gt / "masks").mkdir(parents=True)

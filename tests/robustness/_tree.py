@@ -121,11 +121,12 @@ def fabricate_func_outputs(out: Path, labels, groups, res: int = 4, seed: int = 
     import pandas as pd
     from scipy import ndimage
 
+    from hfsmri.analyses import ANALYSES
     from hfsmri.derivatives import Derivatives
-    from hfsmri.func.group import GROUP_DESC
     from hfsmri.func.participant import metric_path, qc_path
     from hfsmri.spatial.templates import load_template
 
+    GROUP_DESC = ANALYSES["reho"].metrics[0].map.entities["desc"]   # the version the group level reads
     d = Derivatives(out)
     tmpl = load_template("mask", res)
     mask = np.asarray(tmpl.dataobj) > 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hfsmri.stats import glm
-from hfsmri.stats.distributed import permuted_glm, use_scheduler
+from hfsmri.parallel import client_for
+from hfsmri.stats.distributed import permuted_glm
 from hfsmri.stats.permutation import make_permutation_set, permutation_blocks
 
 from ._tree import PER_SUBJECT, assert_identical_trees, derivative_files, same_content
@@ -45,8 +46,8 @@ def test_distributed_permutations_identical_to_local(cluster, one_sample):
     Y, X, c, mask = _problem(one_sample)
     kw = dict(n_perm=60, tfce=True, mask=mask, random_state=5, cluster_forming_p=0.01, batch_size=8)
     local = glm.permuted_glm(Y, X, c, **kw)
-    with use_scheduler(cluster.scheduler_address):
-        dist = permuted_glm(Y, X, c, block_size=16, min_voxels=0, **kw)
+    with client_for(cluster.scheduler_address) as client:
+        dist = permuted_glm(Y, X, c, client=client, block_size=16, min_voxels=0, **kw)
     assert dist.settings["distributed_blocks"] == 4 and dist.scheme == local.scheme
     assert dist.n_null == local.n_null == 61
     for key in ("pos", "neg"):

@@ -24,10 +24,11 @@ def test_float32_rounding_noise_is_treated_as_constant():
 
 
 def test_voxelwise_clinical_selects_correlation_maps(tmp_path):
-    import nibabel as nib
+    import logging
+    from types import SimpleNamespace
 
-    from hfsmri.stats.design import Design
-    from hfsmri.stats.group_analysis import clinical_score_of, voxelwise_clinical_wanted, voxelwise_group
+    from hfsmri.group.runner import voxelwise_clinical_wanted, voxelwise_designs
+    from hfsmri.stats.design import Design, clinical_score_of
 
     assert voxelwise_clinical_wanted({"voxelwise_clinical": ["severity"]}, "severity")
     assert not voxelwise_clinical_wanted({"voxelwise_clinical": ["severity"]}, "hama")
@@ -36,13 +37,15 @@ def test_voxelwise_clinical_selects_correlation_maps(tmp_path):
     rng = np.random.default_rng(1)
     n = 8
     X = np.column_stack([np.ones(n), rng.normal(size=n)])
-    d = Design(X=X, columns=["intercept", "hama"], subjects=[f"{i:02d}" for i in range(n)],
+    subs = [f"{i:02d}" for i in range(n)]
+    d = Design(X=X, columns=["intercept", "hama"], subjects=subs,
                contrasts={"corr-hama-pos": np.array([0.0, 1.0]), "corr-hama-neg": np.array([0.0, -1.0])})
-    assert clinical_score_of(d) == "hama"
+    assert clinical_score_of("corr-hama-pos") == "hama" and clinical_score_of("corr-deltahama-neg") == "hama"
     mask = np.ones((4, 4, 4), bool)
-    mimg = nib.Nifti1Image(mask.astype(np.uint8), np.eye(4))
     Y = rng.normal(size=(n, 64))
-    out = voxelwise_group(Y, mimg, d, tmp_path / "skip", {"n_perm": 10, "voxelwise_clinical": ["severity"]})
-    assert len(out) == 0 and not (tmp_path / "skip").exists()
-    voxelwise_group(Y, mimg, d, tmp_path / "run", {"n_perm": 10, "voxelwise_clinical": True})
-    assert (tmp_path / "run" / "contrast-corr-hama-pos_stat-t_statmap.nii.gz").exists()
+    gctx = SimpleNamespace(log=logging.getLogger("test"))
+    run = dict(Y=Y, subjects=subs, mask=mask, affine=np.eye(4), tfce_setting="3d", eng={})
+    st = {"n_perm": 10, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
+    assert voxelwise_designs(gctx, {"hama": d}, st={**st, "voxelwise_clinical": ["severity"]}, **run) == []
+    res = voxelwise_designs(gctx, {"hama": d}, st={**st, "voxelwise_clinical": True}, **run)
+    assert [r.contrast for r in res] == ["corr-hama-pos", "corr-hama-neg"]

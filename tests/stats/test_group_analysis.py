@@ -1,4 +1,5 @@
-"""voxelwise_group end to end on a small MNI box: files, values, clusters with atlas labels."""
+"""Voxel-wise inference (stats.voxelwise) and its files (group.write) on a small MNI box: values,
+clusters with atlas labels, sidecars."""
 import json
 
 import nibabel as nib
@@ -8,11 +9,23 @@ import pytest
 
 from hfsmri.stats.design import design_from_study
 from hfsmri.stats.glm import ols
-from hfsmri.stats.group_analysis import voxelwise_group
+from hfsmri.derivatives import Derivatives
+from hfsmri.group import write
 from hfsmri.stats.tfce import tfce
+from hfsmri.stats.voxelwise import voxelwise
 
 from .conftest import smooth_maps
 from .test_clusters import mni_box, world_grid
+
+
+def voxelwise_files(root, Y, mask, design, affine, stats, contrasts=None):
+    """Inference + the group files of one metric folder; returns (folder, cluster rows)."""
+    res = voxelwise(Y, mask, design, affine=affine, n_perm=stats["n_perm"], tfce=stats.get("tfce", True),
+                    alpha=stats.get("alpha", 0.05), cluster_forming_p=stats.get("cluster_forming_p", 0.001),
+                    random_state=stats.get("random_seed", 0), contrasts=contrasts)
+    write.results(Derivatives(root), "a", "m", res, mask, affine, {})
+    rows = pd.concat([r.clusters.assign(contrast=r.contrast) for r in res], ignore_index=True)
+    return root / "group" / "a" / "m", rows
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +34,7 @@ def box():
     return shape, aff
 
 
-def test_voxelwise_group_outputs(tmp_path, fake_study, participants, box):
+def test_voxelwise_outputs(tmp_path, fake_study, participants, box):
     shape, aff = box
     xyz = world_grid(shape, aff)
     mask = np.linalg.norm(xyz - [-10, -18, 8], axis=-1) < 40
@@ -31,9 +44,8 @@ def test_voxelwise_group_outputs(tmp_path, fake_study, participants, box):
     is_p = np.array([r == "patient" for r in d.roles])
     maps[is_p] += 2.5 * blob
     Y = maps[:, mask]
-    mask_img = nib.Nifti1Image(mask.astype(np.uint8), aff)
     stats = {"n_perm": 99, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 3}
-    table = voxelwise_group(Y, mask_img, d, tmp_path, stats)
+    tmp_path, table = voxelwise_files(tmp_path, Y, mask, d, aff, stats)
     for c in ("patient-gt-control", "patient-lt-control"):
         for suffix in ("stat-t_statmap.nii.gz", "stat-tfce_statmap.nii.gz", "desc-fwe_logp.nii.gz", "clusters.tsv",
                        "stat-t_statmap.json", "desc-voxelfwe_logp.nii.gz", "desc-clusterfwe_logp.nii.gz"):
@@ -66,26 +78,29 @@ def test_voxelwise_group_outputs(tmp_path, fake_study, participants, box):
     assert (table.contrast == "patient-gt-control").sum() == len(gt)
 
 
-def test_voxelwise_group_from_images_and_voxel_inference(tmp_path, fake_study, participants, box):
+def test_voxelwise_one_contrast_and_voxel_inference(tmp_path, fake_study, participants, box):
     shape, aff = box
     mask = np.ones(shape, bool)
     d = design_from_study(fake_study, list(participants.index))
     maps = smooth_maps(20, shape, seed=12)
-    imgs = [nib.Nifti1Image(m.astype(np.float32), aff) for m in maps]
     stats = {"n_perm": 19, "tfce": False, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
-    voxelwise_group(imgs, nib.Nifti1Image(mask.astype(np.uint8), aff), d, tmp_path, stats,
-                    contrasts=["patient-gt-control"])
+    tmp_path, _ = voxelwise_files(tmp_path, maps.reshape(20, -1), mask, d, aff, stats,
+                                  contrasts=["patient-gt-control"])
     assert (tmp_path / "contrast-patient-gt-control_stat-tfce_statmap.nii.gz").exists()
     assert not (tmp_path / "contrast-patient-lt-control_stat-t_statmap.nii.gz").exists()
     side = json.loads((tmp_path / "contrast-patient-gt-control_desc-fwe_logp.json").read_text())
     assert side["Inference"] == "voxel max-t FWE"
 
 
-def test_voxelwise_group_rejects_bad_images(tmp_path, fake_study, participants, box):
+def test_voxelwise_rejects_bad_data(tmp_path, fake_study, participants, box):
     from hfsmri.errors import InputDataError
 
     shape, aff = box
     d = design_from_study(fake_study, list(participants.index))
-    imgs = [nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), aff)] * 20
+    mask = np.ones(shape, bool)
+    Y = np.zeros((20, int(mask.sum())))
+    Y[0, 3] = np.nan
     with pytest.raises(InputDataError, match="sub-01"):
-        voxelwise_group(imgs, nib.Nifti1Image(np.ones(shape, np.uint8), aff), d, tmp_path, {"n_perm": 5})
+        voxelwise(Y, mask, d, affine=aff, n_perm=5)
+    with pytest.raises(InputDataError, match="in-mask voxels"):
+        voxelwise(Y[:, :10], mask, d, affine=aff, n_perm=5)

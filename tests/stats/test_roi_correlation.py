@@ -5,7 +5,9 @@ import pytest
 
 from hfsmri.stats.correlation import partial_corr
 from hfsmri.stats.design import design_from_study
-from hfsmri.stats.group_analysis import roi_group
+from hfsmri.derivatives import Derivatives
+from hfsmri.group import write
+from hfsmri.stats.roi import roi_tests
 from hfsmri.stats.roi import hedges_g, roi_glm
 
 from .conftest import FakeStudy
@@ -43,7 +45,7 @@ def test_hedges_g_matches_pingouin():
     assert lo == pytest.approx(ci[0], abs=1e-8) and hi == pytest.approx(ci[1], abs=1e-8)
 
 
-def test_roi_glm_and_roi_group_outputs(tmp_path, fake_study, participants):
+def test_roi_glm_and_roi_tests_outputs(tmp_path, fake_study, participants):
     rng = np.random.default_rng(2)
     labels = list(participants.index)
     is_p = (participants.group == "HFS").to_numpy()
@@ -52,7 +54,10 @@ def test_roi_glm_and_roi_group_outputs(tmp_path, fake_study, participants):
                           "amyg_R": rng.normal(size=20) + 0.8 * sev * is_p,
                           "noise": rng.normal(size=20)}, index=["sub-" + s for s in labels])
     stats = {"n_perm": 199, "alpha": 0.05, "random_seed": 1}
-    rois, corr = roi_group(table, fake_study, tmp_path, stats)
+    res = roi_tests(table, fake_study, n_perm=stats["n_perm"], alpha=stats["alpha"], random_state=stats["random_seed"])
+    rois, corr = res.rois, res.correlations
+    write.roi_results(Derivatives(tmp_path), "a", "m", res)
+    tmp_path = tmp_path / "group" / "a" / "m"
     assert (tmp_path / "rois.tsv").exists() and (tmp_path / "correlations.tsv").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     back = pd.read_csv(tmp_path / "rois.tsv", sep="\t")

@@ -18,11 +18,11 @@ Steps (docs/anatomy.md has the measured choices):
  7. ROI volumes: atlases mapped to native space; GM probability x voxel volume.
  8. QC: overlay PNG, tissue volumes, Dice of the warped brain mask with the template mask.
 
-Outputs other stages reuse are put in ``ctx.anat`` (paths as strings):
-``t1w_preproc`` (native, bias-corrected, skull-stripped), ``brain_mask`` (native),
+Outputs other stages reuse are put in ``ctx.anat`` (:class:`hfsmri.stage_outputs.AnatOutputs`;
+paths as strings): ``t1w_preproc`` (native, bias-corrected, skull-stripped), ``brain_mask`` (native),
 ``to_mni_transforms`` (list for ``ants.apply_transforms(fixed=MNI, moving=native)``),
-``from_mni_transforms`` + ``from_mni_whichtoinvert`` (MNI -> native), ``mni_transforms`` (alias of
-``to_mni_transforms``), ``gm_probseg``/``wm_probseg``/``csf_probseg`` (native), ``tiv_ml``,
+``from_mni_transforms`` + ``from_mni_whichtoinvert`` (MNI -> native),
+``gm_probseg``/``wm_probseg``/``csf_probseg`` (native), ``tiv_ml``,
 ``template_resolution``, ``midspace`` (path of the subject template or None). Transform files live
 in ``<work_dir>/anat/`` (kept for resume); on resume (every output up to date and the transforms
 still on disk) nothing is recomputed and ``ctx.anat`` is filled from the files.
@@ -363,18 +363,19 @@ def _outputs(ctx, pre: dict, res: float, params_reg: dict) -> dict:
 
 
 def _fill_ctx(ctx, tr: Transforms, outs: dict, res: float, tiv_ml: float, extra: dict) -> None:
-    ctx.anat.update({
+    for key, value in {
         "t1w": str(ctx.inputs.t1w), "t1w_preproc": str(outs["preproc"][0]), "brain_mask": str(outs["mask"][0]),
-        "to_mni_transforms": list(tr.fwd), "mni_transforms": list(tr.fwd),
+        "to_mni_transforms": list(tr.fwd),
         "from_mni_transforms": list(tr.inv), "from_mni_whichtoinvert": list(tr.inv_invert),
         "transforms_json": str(extra.get("transforms_json", "")), "template_resolution": res,
         "gm_probseg": str(outs["GM"][0]), "wm_probseg": str(outs["WM"][0]), "csf_probseg": str(outs["CSF"][0]),
         "dseg": str(outs["dseg"][0]), "tiv_ml": float(tiv_ml), "flip": bool(ctx.flip),
         "midspace": extra.get("midspace"),
-    })
+    }.items():
+        setattr(ctx.anat, key, value)
     for name in ("vbm_modulated", "vbm_unmodulated", "thickness_mni"):
         if name in outs:
-            ctx.anat[name] = str(outs[name][0])
+            setattr(ctx.anat, name, str(outs[name][0]))
 
 
 def run(ctx) -> dict:
@@ -553,12 +554,12 @@ def _vbm(ctx, tr, seg, aff_n, params, inputs, params_reg) -> dict:
         img = nib.Nifti1Image(smooth(mod, tmpl.affine, fwhm), tmpl.affine)
         path = out.path(sub, ses, "anat", "probseg", res=res, entities={"label": "GM", "desc": "modulated"})
         out.save_nifti(_maybe_flip(ctx, img), path, sidecar=side, inputs=inputs, params=p)
-        ctx.anat["vbm_modulated"] = str(path)
+        ctx.anat.vbm_modulated = str(path)
     if p["vbm"]["unmodulated"]:
         img = nib.Nifti1Image(smooth(gm_mni, tmpl.affine, fwhm), tmpl.affine)
         path = out.path(sub, ses, "anat", "probseg", res=res, entities={"label": "GM", "desc": "unmodulated"})
         out.save_nifti(_maybe_flip(ctx, img), path, sidecar=dict(side, Modulated=False), inputs=inputs, params=p)
-        ctx.anat["vbm_unmodulated"] = str(path)
+        ctx.anat.vbm_unmodulated = str(path)
     return {"gm_modulated_ml": gm_mod_ml}
 
 
@@ -609,7 +610,7 @@ def _thickness(ctx, tr, seg, t1_n4, params, inputs, params_reg) -> dict:
                    sidecar={"Description": f"volumetric cortical thickness (mm, {method}) in MNI space "
                                            "(GM-normalised interpolation)", "Units": "mm",
                             "SmoothingFWHMmm": fwhm, "Flipped": bool(ctx.flip)}, inputs=inputs, params=p)
-    ctx.anat["thickness_mni"] = str(path)
+    ctx.anat.thickness_mni = str(path)
     v = th[th > 0]
     return {"thickness_mean_mm": float(v.mean()) if v.size else float("nan")}
 

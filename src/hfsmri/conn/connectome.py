@@ -128,7 +128,7 @@ def load_rois(atlas: str, target_img, mask: np.ndarray, labels_tsv=None) -> RoiS
         lab = _resample_labels(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int32), img.affine), target_img)
         return _from_labels(path.name.split(".")[0], lab, names, mask, affine)
     raise StudyError(f"unknown atlas {atlas!r}: use aal, harvard_oxford, power264, seitzman300 or a path "
-                     "to a label NIfTI (+ .tsv with index/name)", field="graph.atlas")
+                     "to a label NIfTI (+ .tsv with index/name)", field="atlas")
 
 
 def roi_timeseries(data: np.ndarray, mask: np.ndarray, rois: RoiSet) -> np.ndarray:
@@ -174,7 +174,7 @@ def correlation_matrix(ts: np.ndarray, kind: str = "pearson") -> np.ndarray:
         sub = -prec / np.outer(d, d)
     else:
         raise StudyError(f"unknown connectivity kind {kind!r} for a single subject; use 'pearson' or "
-                         "'partial' ('tangent' is computed across subjects)", field="graph.kind")
+                         "'partial' ('tangent' is computed across subjects)", field="kind")
     out[np.ix_(ok, ok)] = np.clip(sub, -1.0, 1.0)
     np.fill_diagonal(out, 0.0)
     return out

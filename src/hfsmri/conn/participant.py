@@ -99,27 +99,13 @@ def atlas_entity(atlas: str) -> str:
 
 
 def flip_to_of(ctx) -> str | None:
-    """The study's ``flip_to`` (R/L) or None: from the context when the pipeline provides it, else
-    from ``OUTPUT_DIR/study.resolved.yaml``."""
-    if hasattr(ctx, "flip_to"):
-        v = getattr(ctx, "flip_to")
-        return str(v).upper() if v else None
-    p = Path(ctx.out.root) / "study.resolved.yaml"
-    if p.exists():
-        import yaml
-
-        try:
-            v = (yaml.safe_load(p.read_text()) or {}).get("flip_to")
-        except Exception:
-            v = None
-        return str(v).upper() if v else None
-    return None
+    """The study's ``flip_to`` (R/L) from the context, or None (no affected-side alignment)."""
+    return str(ctx.flip_to).upper() if ctx.flip_to else None
 
 
 def _load_inputs(ctx, res):
-    func = getattr(ctx, "func", None) or {}
-    bold_p = Path(func["clean_bold"]) if func.get("clean_bold") else None
-    mask_p = Path(func["brain_mask"]) if func.get("brain_mask") else None
+    bold_p = Path(ctx.func.clean_bold) if ctx.func.clean_bold else None
+    mask_p = Path(ctx.func.brain_mask) if ctx.func.brain_mask else None
     dbold, dmask = input_paths(ctx.out, ctx.subject, ctx.session, res)
     bold_p = bold_p or dbold
     mask_p = mask_p or dmask
@@ -169,7 +155,7 @@ def subject_seeds(p: dict, flip_to, flipped: bool):
     from hfsmri.conn.seeds import Seed, aligned_name, resolve_seeds
 
     out = []
-    for s in resolve_seeds(p.get("seeds") or (), p.get("spheres") or {}):
+    for s in resolve_seeds(p.get("seeds") or (), p.get("spheres") or {}, where="analyses.seed_fc"):
         name = aligned_name(s, flip_to)
         if flipped and flip_to:
             spec = s.spec
@@ -191,14 +177,14 @@ def _seed_mask(seed, img, mask):
         from hfsmri.conn.seeds import Seed
 
         base = Seed(seed.name, seed.spec[1], seed.hemisphere, seed.description)
-        m = seed_masks([base], img, np.ones(mask.shape, bool))[seed.name]
+        m = seed_masks([base], img, np.ones(mask.shape, bool), where="analyses.seed_fc")[seed.name]
         m = flip_array_x(m, img.affine) & mask
         if not m.any():
             from hfsmri.errors import StudyError
 
-            raise StudyError(f"mirrored seed {seed.name} has no in-brain voxel", field="seed_fc")
+            raise StudyError(f"mirrored seed {seed.name} has no in-brain voxel", field="analyses.seed_fc.seeds")
         return m
-    return seed_masks([seed], img, mask)[seed.name]
+    return seed_masks([seed], img, mask, where="analyses.seed_fc")[seed.name]
 
 
 def _seed_fc(ctx, get_data, img, mask, res, inputs, flip_to) -> dict:

@@ -97,7 +97,12 @@ def _hemisphere_of(name: str, spec) -> str | None:
     return None
 
 
-def resolve_seeds(names=(), spheres=None) -> list[Seed]:
+def _field(where: str | None, key: str) -> str:
+    """The study.yaml field of an error: ``<where>.<key>`` (``where``: the analysis' parameters)."""
+    return f"{where}.{key}" if where else key
+
+
+def resolve_seeds(names=(), spheres=None, where: str | None = None) -> list[Seed]:
     """Seeds requested in study.yaml (``seed_fc.seeds`` names + ``seed_fc.spheres`` mapping).
 
     Raises :class:`~hfsmri.errors.StudyError` naming the field for unknown names or malformed
@@ -108,12 +113,12 @@ def resolve_seeds(names=(), spheres=None) -> list[Seed]:
     for n in names or ():
         if n not in known:
             raise StudyError(f"unknown seed {n!r}; known seeds: {', '.join(sorted(known))} "
-                             "(define others under seed_fc.spheres)", field="seed_fc.seeds")
+                             "(define others under seed_fc.spheres)", field=_field(where, "seeds"))
         seeds.append(known[n])
     for name, val in (spheres or {}).items():
         if not _NAME_RE.match(str(name)):
             raise StudyError(f"seed name {name!r} must contain only letters and digits",
-                             field="seed_fc.spheres")
+                             field=_field(where, "spheres"))
         if isinstance(val, str):
             spec = val
         elif isinstance(val, dict):
@@ -125,16 +130,16 @@ def resolve_seeds(names=(), spheres=None) -> list[Seed]:
                 centre, radius = None, None
             if centre is None or len(centre) != 3 or not radius or radius <= 0:
                 raise StudyError(f"seed {name!r} needs 'center: [x, y, z]' (MNI mm) and a positive "
-                                 f"'radius' (mm), got {val!r}", field="seed_fc.spheres")
+                                 f"'radius' (mm), got {val!r}", field=_field(where, "spheres"))
             spec = {"sphere": centre, "radius": radius}
         else:
             raise StudyError(f"seed {name!r}: give a sphere {{center, radius}} or an atlas label "
-                             f"like 'aal:Thalamus_L', got {val!r}", field="seed_fc.spheres")
+                             f"like 'aal:Thalamus_L', got {val!r}", field=_field(where, "spheres"))
         hemi = _hemisphere_of(str(name), spec) if isinstance(spec, dict) else (
             "L" if str(name).endswith("L") else "R" if str(name).endswith("R") else None)
         seeds.append(Seed(str(name), spec, hemi, f"user seed {spec!r}"))
     if len({s.name for s in seeds}) != len(seeds):
-        raise StudyError("seed names must be unique", field="seed_fc")
+        raise StudyError("seed names must be unique", field=_field(where, "seeds"))
     return seeds
 
 
@@ -146,7 +151,8 @@ def aligned_name(seed: Seed, flip_to: str | None) -> str:
     return seed.base + ("Ipsi" if seed.hemisphere == str(flip_to).upper() else "Contra")
 
 
-def seed_masks(seeds, target_img, brain_mask: np.ndarray, min_voxels: int = 1) -> dict[str, np.ndarray]:
+def seed_masks(seeds, target_img, brain_mask: np.ndarray, min_voxels: int = 1,
+               where: str | None = None) -> dict[str, np.ndarray]:
     """Boolean in-brain mask of each seed on ``target_img``'s grid, keyed by seed name.
 
     Raises :class:`~hfsmri.errors.StudyError` when a seed has fewer than ``min_voxels`` in-brain
@@ -160,10 +166,10 @@ def seed_masks(seeds, target_img, brain_mask: np.ndarray, min_voxels: int = 1) -
         try:
             m = region_mask(s.spec, target_img) & brain
         except ValueError as exc:
-            raise StudyError(str(exc), field=f"seed_fc seed {s.name}") from None
+            raise StudyError(str(exc), field=_field(where, f"seeds[{s.name}]")) from None
         if int(m.sum()) < min_voxels:
             vox = np.abs(np.diag(target_img.affine)[:3]).round(2).tolist()
             raise StudyError(f"seed {s.name} ({s.description}) has {int(m.sum())} in-brain voxels on "
-                             f"the {vox} mm grid (need >= {min_voxels})", field="seed_fc")
+                             f"the {vox} mm grid (need >= {min_voxels})", field=_field(where, "seeds"))
         out[s.name] = m
     return out

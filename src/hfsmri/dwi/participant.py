@@ -99,8 +99,8 @@ def run(ctx) -> dict:
     p = dti_params(ctx)
     res = p["resolution"]
     dwi_path, bval_path, bvec_path, source = _inputs(ctx)
-    t1w = ctx.anat.get("t1w_preproc") if ctx.anat else None
-    t1_to_mni = ctx.anat.get("to_mni_transforms") if ctx.anat else None
+    t1w = ctx.anat.t1w_preproc
+    t1_to_mni = ctx.anat.to_mni_transforms or None
     inputs = [dwi_path, bval_path, bvec_path] + ([Path(t1w)] if t1w and Path(str(t1w)).exists() else [])
     params = {k: p[k] for k in ("fit", "b0_threshold", "bmax", "resolution", "denoise", "motion_correction")}
     params.update(source=source, flip=bool(ctx.flip), anat_registration=bool(t1w and t1_to_mni))
@@ -183,4 +183,6 @@ def run(ctx) -> dict:
                          sidecar={"Description": "mean FA/MD/AD/RD per tract / callosal ROI (MD/AD/RD mm^2/s)",
                                   "Flipped": bool(ctx.flip), "CallosumScheme": p["callosum_scheme"]})
     summary["mean_fa_in_mask"] = float(mni["fa"][mni_mask].mean()) if mni_mask.any() else float("nan")
+    ctx.dwi.tensor_maps = {m: str(f) for m, f in outs.items()}
+    ctx.dwi.brain_mask, ctx.dwi.tracts_table = str(mpath), str(spath)
     return summary

@@ -71,9 +71,8 @@ def qc_path(out, sub, ses) -> Path:
 
 
 def _anat_inputs(ctx):
-    anat = getattr(ctx, "anat", None) or {}
-    t1w = anat.get("t1w_preproc") or anat.get("t1w_brain")
-    to_mni = anat.get("to_mni_transforms") or anat.get("mni_transforms")
+    t1w = ctx.anat.t1w_preproc
+    to_mni = ctx.anat.to_mni_transforms
     if t1w is not None and to_mni:
         if Path(t1w).exists() and all(Path(t).exists() for t in to_mni):
             return Path(t1w), [str(t) for t in to_mni]
@@ -362,9 +361,9 @@ def _summary(qc: dict) -> dict:
 
 
 def _fill_ctx(ctx, clean_p, mask_p, conf_p, qc_p, qc):
-    if isinstance(getattr(ctx, "func", None), dict):
-        ctx.func.update({"clean_bold": str(clean_p), "brain_mask": str(mask_p), "confounds": str(conf_p),
-                         "qc": str(qc_p), "tr": float(qc["tr"]), "mean_fd": float(qc["mean_fd"])})
+    for key, value in {"clean_bold": str(clean_p), "brain_mask": str(mask_p), "confounds": str(conf_p),
+                       "qc": str(qc_p), "tr": float(qc["tr"]), "mean_fd": float(qc["mean_fd"])}.items():
+        setattr(ctx.func, key, value)
 
 
 def _tr(ctx, img, path) -> float:

@@ -11,8 +11,8 @@ Raw BOLD (:func:`preprocess_raw`):
    about 100x faster than one ANTs registration per volume, which costs 1-3 s per volume here);
    six parameters per volume (mm, rad) relative to the first kept volume;
 3. mean EPI -> subject T1w (ANTs rigid, Mattes MI) and on to MNI with the anatomical stage's
-   T1w -> MNI transforms when the anat stage provided them (``ctx.anat["t1w_preproc"]`` and
-   ``ctx.anat["to_mni_transforms"]``); otherwise mean EPI -> MNI template directly (ANTs affine,
+   T1w -> MNI transforms when the anat stage provided them (``ctx.anat.t1w_preproc`` and
+   ``ctx.anat.to_mni_transforms``); otherwise mean EPI -> MNI template directly (ANTs affine,
    Mattes MI, onto the brain-masked template T1);
 4. every raw volume is resampled *once* to the isotropic MNI grid of ``resolution`` mm
    (:func:`hfsmri.spatial.templates.template_grid`), through the composition MNI <- T1w <- mean

@@ -46,9 +46,9 @@ def _load_on(path: Path, ref: nib.Nifti1Image | None = None, nearest: bool = Tru
 
 
 def _contrast_of(direction: int, score: str | None = None, r: float = 0.0) -> str:
-    if score:
-        return f"corr-{score}-{'pos' if r > 0 else 'neg'}"
-    return "patient-gt-control" if direction > 0 else "patient-lt-control"
+    from ..stats.design import clinical_contrast, group_contrast
+
+    return clinical_contrast(score, r > 0) if score else group_contrast(direction)
 
 
 def score_group_outputs(deriv_dir, ground_truth_dir, alpha: float = 0.05, margin_vox: int = 2,
@@ -60,7 +60,14 @@ def score_group_outputs(deriv_dir, ground_truth_dir, alpha: float = 0.05, margin
     detected_uncorrected``); false_positives one row per group map (``analysis, metric, contrast,
     fp_fwe, fp_fdr, fp_uncorrected``). Effects whose map does not exist are ``scored=False``.
     """
+    import yaml
+
+    from ..derivatives import group_path
+    from ..stats.design import contrast_names
+
     deriv, gt = Path(deriv_dir), Path(ground_truth_dir)
+    resolved = deriv / "study.resolved.yaml"
+    study = (yaml.safe_load(resolved.read_text()) or {}) if resolved.is_file() else {}
     eff_path = gt / "effects.tsv"
     if not eff_path.is_file():
         raise HfsmriError("ground truth effects.tsv not found", path=eff_path)
@@ -87,34 +94,41 @@ def score_group_outputs(deriv_dir, ground_truth_dir, alpha: float = 0.05, margin
         for kind, contrast in tests:
             if kind == "group" and float(e.get("cohens_d", 0) or 0) == 0:
                 continue
-            folder = deriv / "group" / str(e["analysis"]) / str(e["metric"])
+            an, met = str(e["analysis"]), str(e["metric"])
             row = {"effect_id": e["effect_id"], "analysis": e["analysis"], "metric": e["metric"],
                    "contrast": contrast, "kind": kind, "scored": False}
-            planted.setdefault((str(e["analysis"]), str(e["metric"]), contrast), []).append(e[mask_column])
-            fwe = folder / f"contrast-{contrast}_desc-fwe_logp.nii.gz"
+            planted.setdefault((an, met, contrast), []).append(e[mask_column])
+            fwe = group_path(deriv, an, met, contrast, "fwe")
             if fwe.is_file():
                 ref = nib.load(str(fwe))
                 m = mask_on(e[mask_column], ref)
                 row["scored"] = True
-                for corr, desc in _DESC.items():
-                    f = folder / f"contrast-{contrast}_desc-{desc}_logp.nii.gz"
-                    row[f"detected_{corr}"] = bool((_load_on(f) [m] > thr).any()) if f.is_file() else np.nan
+                for corr, kind_ in _DESC.items():
+                    f = group_path(deriv, an, met, contrast, kind_)
+                    row[f"detected_{corr}"] = bool((_load_on(f)[m] > thr).any()) if f.is_file() else np.nan
             rows.append(row)
     fp_rows = []
-    for fwe in sorted((deriv / "group").glob("*/*/contrast-*_desc-fwe_logp.nii.gz")):
-        analysis, metric = fwe.parent.parent.name, fwe.parent.name
-        contrast = fwe.name[len("contrast-"):-len("_desc-fwe_logp.nii.gz")]
-        ref = nib.load(str(fwe))
-        allowed = np.zeros(ref.shape[:3], bool)
-        for rel in planted.get((analysis, metric, contrast), []):
-            allowed |= mask_on(rel, ref)
-        if margin_vox and allowed.any():
-            allowed = ndimage.binary_dilation(allowed, iterations=int(margin_vox))
-        row = {"analysis": analysis, "metric": metric, "contrast": contrast}
-        for corr, desc in _DESC.items():
-            f = fwe.parent / f"contrast-{contrast}_desc-{desc}_logp.nii.gz"
-            row[f"fp_{corr}"] = bool(((_load_on(f) > thr) & ~allowed).any()) if f.is_file() else np.nan
-        fp_rows.append(row)
+    scores = {s for s in effects.get("clinical_score", []) if isinstance(s, str) and s not in ("n/a", "")}
+    contrasts = contrast_names(sorted(scores | set(study.get("clinical") or [])), study.get("sessions"))
+    folders = sorted(m for a in group_path(deriv, kind="folder").glob("*") if a.is_dir() for m in a.iterdir()
+                     if m.is_dir())
+    for folder in folders:
+        analysis, metric = folder.parent.name, folder.name
+        for contrast in contrasts:
+            fwe = group_path(deriv, analysis, metric, contrast, "fwe")
+            if not fwe.is_file():
+                continue
+            ref = nib.load(str(fwe))
+            allowed = np.zeros(ref.shape[:3], bool)
+            for rel in planted.get((analysis, metric, contrast), []):
+                allowed |= mask_on(rel, ref)
+            if margin_vox and allowed.any():
+                allowed = ndimage.binary_dilation(allowed, iterations=int(margin_vox))
+            row = {"analysis": analysis, "metric": metric, "contrast": contrast}
+            for corr, kind_ in _DESC.items():
+                f = group_path(deriv, analysis, metric, contrast, kind_)
+                row[f"fp_{corr}"] = bool(((_load_on(f) > thr) & ~allowed).any()) if f.is_file() else np.nan
+            fp_rows.append(row)
     return pd.DataFrame(rows), pd.DataFrame(fp_rows)
 
 
@@ -137,7 +151,7 @@ def image_power(effects, ns, n_sim: int, seed: int, work_dir, alpha: float = 0.0
     is NaN: there is no closed form for voxel-wise TFCE)."""
     import yaml
 
-    from ..cli import main as cli_main
+    from ..api import run_level
     from ..simulate import simulate_study
 
     work = Path(work_dir)
@@ -159,12 +173,12 @@ def image_power(effects, ns, n_sim: int, seed: int, work_dir, alpha: float = 0.0
                 gt = bids / "derivatives" / "ground_truth"
                 cfg = _study_yaml(pd.read_csv(gt / "effects.tsv", sep="\t"), analyses, n_perm, alpha, sim_seed)
                 (root / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-                common = ["--study", str(root / "study.yaml")] + (["--nprocs", str(nprocs)] if nprocs else [])
-                for level in ("participant", "group"):
-                    code = cli_main([str(bids), str(deriv), level, *common])
-                    if code != 0:
-                        raise HfsmriError(f"power (image engine): pipeline {level} level failed (exit {code}) "
-                                          f"for n={n}, simulation {k}; see {deriv / 'logs'}")
+                for level in ("participant", "group"):   # the pipeline's Python API; no report needed
+                    try:
+                        run_level(level, bids, deriv, root / "study.yaml", nprocs=nprocs, report=False)
+                    except HfsmriError as exc:
+                        raise HfsmriError(f"power (image engine): pipeline {level} level failed for n={n}, "
+                                          f"simulation {k}: {exc}") from None
                 det, fp = score_group_outputs(deriv, gt, alpha, margin_vox)
                 det.to_csv(done, sep="\t", index=False)
                 fp.to_csv(root / "fp.tsv", sep="\t", index=False)

@@ -12,7 +12,7 @@ its noise-free metric (see :mod:`hfsmri.simulate.effects`):
   (the observed d is ``sqrt(rel) * cohens_d``);
 * each analysis/metric family also gets ``n_null`` null ROIs (no effect) to measure false positives.
 
-Tests, as the pipeline's ROI tables (:func:`hfsmri.stats.group_analysis.roi_group`):
+Tests, as the pipeline's ROI tables (:func:`hfsmri.stats.roi.roi_tests`):
 
 * group: two-sided pooled-variance t-test patients vs controls per ROI; p from label permutations
   (``test="permutation"``, ``(1 + #{|t*| >= |t|}) / (1 + n_perm)``) or the t distribution

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..analyses import ANALYSES
 from . import figures as F
 from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
@@ -26,8 +27,7 @@ from .methods import methods_markdown, methods_sections, versions
 log = logging.getLogger("hfsmri")
 
 MAX_TABLE_ROWS = 300
-_ANALYSIS_ORDER = {a: i for i, a in enumerate(["vbm", "thickness", "roi_volumes", "dti", "tbss", "dwi_rois", "reho",
-                                                "alff", "dc", "vmhc", "seed_fc", "ica", "graph"])}
+_ANALYSIS_ORDER = {a: i for i, a in enumerate(ANALYSES)}   # the registry's order
 QC_ROBUST_Z = 3.5
 QC_PRIORITY = ("fd", "motion", "tsnr", "dice", "direction", "outlier", "flag", "snr", "tiv", "volume")
 
@@ -655,6 +655,7 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
         "methods": sections, "references": refs,
         "participants": participants, "qc": qc,
         "analyses": analyses, "results_summary": results_summary,
+        "titles": {name: s.title for name, s in ANALYSES.items()},
         "group_errors": group_errors, "not_run": not_run,
         "ground_truth": gt,
         "problems": data.problems,

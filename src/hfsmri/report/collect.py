@@ -5,9 +5,10 @@ Reads, when present:
 * ``study.resolved.yaml``, ``participants.tsv``, ``logs/run_info.json``, ``group/group_summary.json``;
 * per-subject summaries ``sub-*/[ses-*/]sub-*_desc-hfsmri_summary.json`` and QC figures
   ``sub-*/**/figures/*.png``;
-* group results ``group/<analysis>/<metric>/`` (contract file names: ``contrast-<c>_stat-t_statmap``,
-  ``_stat-tfce_statmap``, ``_desc-fwe_logp``, ``_clusters.tsv``, ``rois.tsv``, ``correlations.tsv``,
-  plus any other TSV / PNG / NIfTI a stage wrote there);
+* group results ``group/<analysis>/<metric>/``: the files of every contrast the study can have
+  (:func:`hfsmri.stats.design.contrast_names` of its clinical scores and sessions) and the ROI
+  tables, each found by :func:`hfsmri.derivatives.group_path` (no file name is parsed), plus any
+  other TSV / PNG / NIfTI a stage wrote there;
 * the simulator's ground truth ``<bids_dir>/derivatives/ground_truth/effects.tsv``.
 
 Nothing here raises on a missing or unreadable optional file: it is recorded in
@@ -16,21 +17,16 @@ Nothing here raises on a missing or unreadable optional file: it is recorded in
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-_CONTRAST_FILES = {
-    "tstat": re.compile(r"^contrast-(?P<c>.+)_stat-t_statmap\.nii(\.gz)?$"),
-    "tfce": re.compile(r"^contrast-(?P<c>.+)_stat-tfce_statmap\.nii(\.gz)?$"),
-    "logp": re.compile(r"^contrast-(?P<c>.+)_desc-fwe_logp\.nii(\.gz)?$"),
-}
-_CLUSTERS = re.compile(r"^contrast-(?P<c>.+)_clusters\.tsv$")
-_EXTRA_LOGP = re.compile(r"^contrast-(?P<c>.+)_desc-(?P<d>[A-Za-z0-9]+)_logp\.nii(\.gz)?$")
-_SIDECAR = re.compile(r"^contrast-(?P<c>.+)_desc-fwe_logp\.json$")
+#: ContrastResult attribute of the main map kinds (:data:`hfsmri.derivatives.GROUP_FILES`)
+_CONTRAST_ATTR = {"t": "tstat", "tfce": "tfce", "fwe": "logp"}
+#: files of a folder that are neither shown as tables nor as maps (analysis masks)
+_MASK_KINDS = ("mask", "mask_longitudinal")
 #: columns that may hold participant ids in a per-subject table
 SUBJECT_COLUMNS = ("participant_id", "participant", "subject", "sub", "subject_id")
 
@@ -163,43 +159,47 @@ def per_subject_values(df: pd.DataFrame, labels) -> pd.DataFrame | None:
     return num if num.shape[1] else None
 
 
-def _collect_metric(analysis: str, metric: str, path: Path, labels, problems: list) -> MetricResult:
+def _collect_metric(root: Path, analysis: str, metric: str, path: Path, labels, problems: list,
+                    contrasts=()) -> MetricResult:
+    """One group folder: its contrasts' files and ROI tables through ``group_path``, then every other file."""
+    from ..derivatives import CONTRAST_MAPS, group_path, sidecar_path
+
     res = MetricResult(analysis=analysis, metric=metric, path=path)
+    claimed = set()
+
+    def find(kind, c=None):
+        f = group_path(root, analysis, metric or None, c, kind)
+        if f.is_file():
+            claimed.update({f.name, sidecar_path(f).name})
+            return f
+        return None
+
+    for c in contrasts:
+        cr = ContrastResult(c)
+        for kind in CONTRAST_MAPS:
+            f = find(kind, c)
+            if f is not None and kind in _CONTRAST_ATTR:
+                setattr(cr, _CONTRAST_ATTR[kind], f)
+            elif f is not None:
+                cr.extra[kind] = f
+        if cr.logp is not None and sidecar_path(cr.logp).is_file():
+            cr.meta = _read_json(sidecar_path(cr.logp), problems)
+        f = find("clusters", c)
+        if f is not None:
+            cr.clusters_path, cr.clusters = f, read_tsv(f, problems)
+        if cr.tstat or cr.tfce or cr.logp or cr.extra or cr.clusters_path:
+            res.contrasts[c] = cr
+    for kind in ("rois", "correlations"):
+        f = find(kind)
+        if f is not None:
+            setattr(res, kind, read_tsv(f, problems))
+    for kind in _MASK_KINDS:
+        find(kind)
     for f in sorted(path.iterdir()):
-        if not f.is_file() or f.name.startswith("."):
+        if not f.is_file() or f.name.startswith(".") or f.name in claimed:
             continue
         name = f.name
-        matched = False
-        for kind, rx in _CONTRAST_FILES.items():
-            m = rx.match(name)
-            if m:
-                c = res.contrasts.setdefault(m["c"], ContrastResult(m["c"]))
-                setattr(c, kind, f)
-                matched = True
-                break
-        if matched:
-            continue
-        m = _EXTRA_LOGP.match(name)
-        if m:
-            res.contrasts.setdefault(m["c"], ContrastResult(m["c"])).extra[m["d"]] = f
-            continue
-        m = _SIDECAR.match(name)
-        if m:
-            res.contrasts.setdefault(m["c"], ContrastResult(m["c"])).meta = _read_json(f, problems)
-            continue
-        if name.startswith("contrast-") and name.endswith(".json"):
-            continue  # other sidecars of contrast files
-        m = _CLUSTERS.match(name)
-        if m:
-            c = res.contrasts.setdefault(m["c"], ContrastResult(m["c"]))
-            c.clusters_path = f
-            c.clusters = read_tsv(f, problems)
-            continue
-        if name == "rois.tsv":
-            res.rois = read_tsv(f, problems)
-        elif name == "correlations.tsv":
-            res.correlations = read_tsv(f, problems)
-        elif name.endswith(".tsv"):
+        if name.endswith(".tsv"):
             df = read_tsv(f, problems)
             if df is None:
                 continue
@@ -247,8 +247,10 @@ def collect(output_dir: str | Path, ground_truth_dir: str | Path | None = None) 
         data.participants = _participants(out / "participants.tsv", p)
     if (out / "logs" / "run_info.json").is_file():
         data.run_info = _read_json(out / "logs" / "run_info.json", p)
-    if (out / "group" / "group_summary.json").is_file():
-        data.group_summary = _read_json(out / "group" / "group_summary.json", p)
+    from ..derivatives import group_path
+
+    if group_path(out, kind="group_summary").is_file():
+        data.group_summary = _read_json(group_path(out, kind="group_summary"), p)
 
     for f in sorted(out.glob("sub-*/sub-*_desc-hfsmri_summary.json")) + \
             sorted(out.glob("sub-*/ses-*/sub-*_desc-hfsmri_summary.json")):
@@ -263,14 +265,17 @@ def collect(output_dir: str | Path, ground_truth_dir: str | Path | None = None) 
 
     labels = list(data.participants.index) if data.participants is not None else \
         [subject_label(s.get("subject", "")) for s in data.summaries]
-    group = out / "group"
+    from ..stats.design import contrast_names
+
+    contrasts = contrast_names(data.study.get("clinical") or [], data.study.get("sessions"))
+    group = group_path(out, kind="folder")
     if group.is_dir():
         for adir in sorted(d for d in group.iterdir() if d.is_dir()):
             for mdir in sorted(d for d in adir.iterdir() if d.is_dir()):
-                data.results.append(_collect_metric(adir.name, mdir.name, mdir, labels, p))
+                data.results.append(_collect_metric(out, adir.name, mdir.name, mdir, labels, p, contrasts))
             if any(f.is_file() and f.suffix in (".tsv", ".png", ".npy") for f in adir.iterdir()):
                 # tables written at the analysis level (e.g. group/graph/global_metrics.tsv)
-                data.results.append(_collect_metric(adir.name, "", adir, labels, p))
+                data.results.append(_collect_metric(out, adir.name, "", adir, labels, p, contrasts))
 
     gt = Path(ground_truth_dir) if ground_truth_dir else find_ground_truth(out, data.run_info)
     if gt is not None and (gt / "effects.tsv").is_file():

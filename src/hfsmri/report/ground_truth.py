@@ -26,7 +26,7 @@ Rules
 * Tests whose analysis did not run are ``not run`` (``hit`` empty) — neither hit nor miss.
 * Longitudinal studies (``sessions`` with >= 2 labels, first = baseline, last = follow-up): a
   group effect whose ``post_factor`` differs from 1 also gives a ``recovery`` test on the paired
-  contrast of patients (:mod:`hfsmri.longitudinal`): the effect shrinking after surgery
+  contrast of patients (:func:`hfsmri.group.runner.run_longitudinal`): the effect shrinking after surgery
   (``post_factor`` < 1) makes the change post − pre opposite to ``direction``, i.e.
   ``patient-<post>-gt-<pre>`` for a planted decrease, ``-lt-`` for an increase (the reverse when
   ``post_factor`` > 1). Scored voxel-wise like a group test; analyses with ROI tables only are
@@ -35,6 +35,8 @@ Rules
 from __future__ import annotations
 
 import re
+
+from ..stats.design import opposite_contrast  # noqa: F401  (re-exported: the report's contrast helpers)
 from pathlib import Path
 
 import nibabel as nib
@@ -221,9 +223,9 @@ def roi_matches(roi_name, keys) -> bool:
 
 # ----------------------------------------------------------------------------- contrasts
 def expected_contrast(test: str, direction=None, score=None, r=None) -> str:
-    if test == "group":
-        return "patient-gt-control" if float(direction) > 0 else "patient-lt-control"
-    return f"corr-{score}-{'pos' if float(r) > 0 else 'neg'}"
+    from ..stats.design import clinical_contrast, group_contrast
+
+    return group_contrast(direction) if test == "group" else clinical_contrast(score, float(r) > 0)
 
 
 def recovery_contrast(direction, post_factor, sessions) -> str | None:
@@ -231,19 +233,10 @@ def recovery_contrast(direction, post_factor, sessions) -> str | None:
     sessions, or ``post_factor`` 1 / missing: nothing planted between the sessions)."""
     if not sessions or len(sessions) < 2 or not _finite(post_factor) or float(post_factor) == 1.0:
         return None
-    pre, post = str(sessions[0]), str(sessions[-1])
+    from ..stats.design import paired_contrast
+
     change = -np.sign(float(direction)) if float(post_factor) < 1.0 else np.sign(float(direction))
-    return f"patient-{post}-{'gt' if change > 0 else 'lt'}-{pre}"
-
-
-def opposite_contrast(c: str) -> str:
-    swaps = {"patient-gt-control": "patient-lt-control", "patient-lt-control": "patient-gt-control"}
-    if c in swaps:
-        return swaps[c]
-    m = re.fullmatch(r"(?P<g>[^-]+)-(?P<post>.+)-(?P<op>gt|lt)-(?P<pre>[^-]+)", c)
-    if m and not c.startswith("corr-"):
-        return f"{m['g']}-{m['post']}-{'lt' if m['op'] == 'gt' else 'gt'}-{m['pre']}"
-    return c[:-4] + ("-neg" if c.endswith("-pos") else "-pos")
+    return paired_contrast("patient", str(sessions[0]), str(sessions[-1]), change > 0)
 
 
 def find_contrast(contrasts, name: str):

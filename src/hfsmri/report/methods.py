@@ -8,8 +8,10 @@ the text always matches what was run (the defaults live in :mod:`hfsmri.analyses
 from __future__ import annotations
 
 import platform
-import re
 from importlib import metadata
+
+from ..analyses import ANALYSES
+from ..analyses import fmt_param as _fmt
 
 REFERENCES = {
     "hfsmri": "hfsmri: one-command MRI analysis of clinical case-control studies. Software, version {version}.",
@@ -37,21 +39,21 @@ REFERENCES = {
               "1994;66(1):259-267.",
     "wls": "Chung S, Lu Y, Henry RG. Comparison of bootstrap approaches for estimation of uncertainties of DTI "
            "parameters. NeuroImage. 2006;33(2):531-541.",
-    "tbss": "Smith SM, et al. Tract-based spatial statistics: voxelwise analysis of multi-subject diffusion "
+    "smith2006": "Smith SM, et al. Tract-based spatial statistics: voxelwise analysis of multi-subject diffusion "
             "data. NeuroImage. 2006;31(4):1487-1505.",
     "juelich": "Eickhoff SB, et al. A new SPM toolbox for combining probabilistic cytoarchitectonic maps and "
                "functional imaging data. NeuroImage. 2005;25(4):1325-1335.",
     "witelson": "Witelson SF. Hand and sex differences in the isthmus and genu of the human corpus callosum. "
                 "Brain. 1989;112(3):799-835.",
-    "reho": "Zang Y, Jiang T, Lu Y, He Y, Tian L. Regional homogeneity approach to fMRI data analysis. "
+    "zang2004": "Zang Y, Jiang T, Lu Y, He Y, Tian L. Regional homogeneity approach to fMRI data analysis. "
             "NeuroImage. 2004;22(1):394-400.",
-    "alff": "Zang YF, et al. Altered baseline brain activity in children with ADHD revealed by resting-state "
+    "zang2007": "Zang YF, et al. Altered baseline brain activity in children with ADHD revealed by resting-state "
             "functional MRI. Brain Dev. 2007;29(2):83-91.",
     "falff": "Zou QH, et al. An improved approach to detection of amplitude of low-frequency fluctuation "
              "(ALFF) for resting-state fMRI: fractional ALFF. J Neurosci Methods. 2008;172(1):137-141.",
-    "dc": "Zuo XN, et al. Network centrality in the human functional connectome. Cereb Cortex. "
+    "zuo2012": "Zuo XN, et al. Network centrality in the human functional connectome. Cereb Cortex. "
           "2012;22(8):1862-1875.",
-    "vmhc": "Zuo XN, et al. Growing together and growing apart: regional and sex differences in the lifespan "
+    "zuo2010": "Zuo XN, et al. Growing together and growing apart: regional and sex differences in the lifespan "
             "developmental trajectories of functional homotopy. J Neurosci. 2010;30(45):15034-15043.",
     "biswal": "Biswal B, Yetkin FZ, Haughton VM, Hyde JS. Functional connectivity in the motor cortex of "
               "resting human brain using echo-planar MRI. Magn Reson Med. 1995;34(4):537-541.",
@@ -60,13 +62,13 @@ REFERENCES = {
     "power2012": "Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but systematic "
                  "correlations in functional connectivity MRI networks arise from subject motion. NeuroImage. "
                  "2012;59(3):2142-2154.",
-    "ica": "Calhoun VD, Adali T, Pearlson GD, Pekar JJ. A method for making group inferences from functional "
+    "calhoun2001": "Calhoun VD, Adali T, Pearlson GD, Pekar JJ. A method for making group inferences from functional "
            "MRI data using independent component analysis. Hum Brain Mapp. 2001;14(3):140-151.",
     "fastica": "Hyvärinen A. Fast and robust fixed-point algorithms for independent component analysis. "
                "IEEE Trans Neural Netw. 1999;10(3):626-634.",
     "dualreg": "Nickerson LD, Smith SM, Öngür D, Beckmann CF. Using dual regression to investigate network "
                "shape and amplitude in functional connectivity analyses. Front Neurosci. 2017;11:115.",
-    "graph": "Rubinov M, Sporns O. Complex network measures of brain connectivity: uses and interpretations. "
+    "rubinov2010": "Rubinov M, Sporns O. Complex network measures of brain connectivity: uses and interpretations. "
              "NeuroImage. 2010;52(3):1059-1069.",
     "smallworld": "Humphries MD, Gurney K. Network 'small-world-ness': a quantitative method for determining "
                   "canonical network equivalence. PLoS One. 2008;3(4):e0002051.",
@@ -109,17 +111,6 @@ def versions() -> dict:
     return out
 
 
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, (list, tuple)):
-        return "–".join(_fmt(x) for x in v) if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) \
-            else ", ".join(_fmt(x) for x in v)
-    return "none" if v is None else str(v)
-
-
 class _Cite:
     """Numbers citations in order of first use."""
 
@@ -138,91 +129,9 @@ class _Cite:
 
 
 def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str | None:
-    g = p.get
-    dwi = pre.get("dwi", {})
-    if name == "vbm":
-        mod = ("modulated by the Jacobian determinant of the deformation so that they encode local volume"
-               if g("modulated", True) else "not modulated (tissue concentration)")
-        return (f"Voxel-based morphometry (VBM) {c('vbm_ashburner', 'vbm_good')}: grey-matter (GM) probability "
-                f"maps were warped to MNI space at {_fmt(g('resolution', 2))} mm, {mod}, and smoothed with an "
-                f"isotropic Gaussian kernel of {_fmt(g('fwhm', 8))} mm FWHM. Total intracranial volume (TIV) "
-                "was added to the covariates of the VBM model.")
-    if name == "thickness":
-        m = str(g("method", "laplace")).lower()
-        cite = c("laplace") if m == "laplace" else c("direct") if m in ("direct", "kellykapowski") else ""
-        return (f"Cortical thickness was estimated voxel-wise with the {m} method {cite} on the GM segmentation "
-                f"in MNI space at {_fmt(g('resolution', 2))} mm, smoothed with {_fmt(g('fwhm', 0))} mm FWHM; "
-                f"regional mean thickness was extracted in the {_fmt(g('atlas', 'harvard_oxford'))} atlas "
-                f"{c('ho') if 'harvard' in str(g('atlas', '')) else c('aal')}.")
-    if name == "roi_volumes":
-        return ("Regional GM volumes (thalamus, putamen, pallidum, amygdala, hippocampus, parahippocampal gyrus, "
-                "cerebellum VI/VIII, inferior parietal lobule, dorsolateral prefrontal cortex) were obtained by "
-                f"summing modulated GM in atlas regions {c('aal', 'ho')}; TIV was handled as "
-                f"'{_fmt(g('tiv', 'covariate'))}'.")
-    if name == "dti":
-        fit = str(g("fit", "wls")).upper()
-        return (f"Diffusion tensors {c('basser')} were fitted by {fit} {c('wls') if fit == 'WLS' else ''} with "
-                f"dipy-compatible conventions {c('dipy')} to the volumes with b ≤ {_fmt(g('bmax', 1500))} s/mm² "
-                f"(b0 threshold {_fmt(g('b0_threshold', dwi.get('b0_threshold', 50)))} s/mm²; motion "
-                f"correction: {_fmt(g('motion_correction', True))}; denoising: {_fmt(g('denoise'))}); b0 volumes "
-                "written with b > 0 and a gradient direction entered the fit with their actual b-value and "
-                "direction, as in dipy and FSL dtifit, and for a subject without any diffusion-weighted shell at or "
-                "below the limit the lowest shell would be used (the volumes of each subject's fit are listed in "
-                "its map sidecars, TensorFitVolumes). Fractional "
-                "anisotropy (FA), mean (MD = (λ1+λ2+λ3)/3), axial (AD = λ1) and radial diffusivity "
-                f"(RD = (λ2+λ3)/2) maps were warped to MNI space at {_fmt(g('resolution', 2))} mm. The number "
-                "of diffusion directions of every subject is listed in the QC table.")
-    if name == "tbss":
-        return (f"Tract-based spatial statistics (TBSS) {c('tbss')}: the mean FA image of all subjects was "
-                f"skeletonised and thresholded at FA ≥ {_fmt(g('fa_threshold', 0.2))}; each subject's maximal "
-                "FA perpendicular to the skeleton was projected onto it, and MD, AD and RD were projected with "
-                "the FA projection. Skeleton-wise statistics used TFCE with the 2D/skeleton setting "
-                f"(H = 2, E = 1, 26-connectivity) {c('tfce')}.")
-    if name == "dwi_rois":
-        return (f"Mean FA, MD, AD and RD were extracted in white-matter tracts of the {_fmt(g('atlas', 'juelich'))} "
-                f"atlas {c('juelich')} (inferior longitudinal and inferior fronto-occipital fascicles, superior "
-                "longitudinal fascicle, posterior limb of the internal capsule, posterior thalamic radiation) and "
-                f"in corpus callosum subdivisions ({_fmt(g('callosum_scheme', 'witelson'))} scheme "
-                f"{c('witelson')}: genu, body, splenium, whole).")
-    if name == "reho":
-        return (f"Regional homogeneity (ReHo) {c('reho')} was computed as Kendall's coefficient of concordance "
-                f"of the time series of each voxel and its {int(g('neighborhood', 27)) - 1} nearest in-mask "
-                "neighbours (ties given mean ranks), standardised, and smoothed with "
-                f"{_fmt(g('fwhm', 4))} mm FWHM.")
-    if name == "alff":
-        return (f"The amplitude of low-frequency fluctuations (ALFF) {c('alff')} and fractional ALFF {c('falff')} "
-                f"were computed (DPABI conventions) in the {_fmt(g('band', [0.01, 0.08]))} Hz band, standardised "
-                f"and smoothed with {_fmt(g('fwhm', 4))} mm FWHM.")
-    if name == "dc":
-        return (f"Degree centrality {c('dc')} was computed over all grey-matter voxel pairs with correlation "
-                f"r > {_fmt(g('r_threshold', 0.25))}, binarised (dcb) and weighted (dcw), and smoothed with "
-                f"{_fmt(g('fwhm', 4))} mm FWHM.")
-    if name == "vmhc":
-        return (f"Voxel-mirrored homotopic connectivity (VMHC) {c('vmhc')} was computed as the Fisher z-transformed "
-                "correlation between each voxel and its mirror voxel in the symmetric template, smoothed with "
-                f"{_fmt(g('fwhm', 4))} mm FWHM.")
-    if name == "seed_fc":
-        seeds = _fmt(g("seeds", []))
-        di = c("dimartino") if any(re.match(r"^(dc|vc|drp|vrp|dcp|vis)", str(s)) for s in g("seeds", []) or []) \
-            else ""
-        return (f"Seed-based functional connectivity {c('biswal')}: the mean cleaned time series of each seed "
-                f"({seeds}) {di} was correlated (Pearson) with every voxel; correlations were Fisher z-transformed "
-                f"and smoothed with {_fmt(g('fwhm', 6))} mm FWHM.")
-    if name == "ica":
-        return (f"Group independent component analysis {c('ica', 'fastica')} of temporally concatenated data "
-                f"extracted {_fmt(g('n_components', 20))} components; subject-specific maps were obtained by dual "
-                f"regression {c('dualreg')} (variance normalisation: {_fmt(g('variance_normalise', True))}).")
-    if name == "graph":
-        return (f"Functional connectomes were built from the regions of the {_fmt(g('atlas', 'aal'))} atlas "
-                f"{c('aal') if str(g('atlas', 'aal')).startswith('aal') else ''} ({_fmt(g('kind', 'pearson'))} "
-                "correlation of regional mean time series). Graph metrics "
-                f"{c('graph', 'networkx')} were computed over the sparsity range "
-                f"{_fmt(g('sparsity_min', 0.05))}–{_fmt(g('sparsity_max', 0.4))} (step "
-                f"{_fmt(g('sparsity_step', 0.01))}), keeping the strongest positive edges, and summarised by the "
-                f"area under the curve; small-world indices used {_fmt(g('n_random', 20))} degree-preserving "
-                f"random graphs {c('maslov', 'smallworld')}. Edge-wise group differences were tested with the "
-                f"network-based statistic {c('nbs')} at a primary threshold t = {_fmt(g('nbs_threshold', 3))}.")
-    return None
+    """The analysis' methods sentence (:attr:`hfsmri.analyses.AnalysisSpec.methods`)."""
+    spec = ANALYSES.get(name)
+    return spec.methods(p.get, pre, c) if spec is not None else None
 
 
 def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, excluded=None,
@@ -278,7 +187,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
         sections.append({"title": "Participants", "text": "; ".join(parts) + "."})
 
     anat_pre = pre.get("anat", {})
-    if any(a in analyses for a in ("vbm", "thickness", "roi_volumes")):
+    stages = {ANALYSES[a].stage for a in analyses if a in ANALYSES}
+    if "anat" in stages:
         sections.append({"title": "Anatomical preprocessing", "text": (
             "T1-weighted images were brain-extracted (" + _fmt(anat_pre.get("brain_extraction", "template")) +
             "), segmented into GM, WM and CSF and registered non-linearly to the MNI152 2009 template "
@@ -286,7 +196,7 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"ANTs {_fmt(anat_pre.get('registration', 'SyN'))} {c('ants')}, at "
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
-    if any(a in analyses for a in ("reho", "alff", "dc", "vmhc", "seed_fc", "ica", "graph")):
+    if stages & {"func", "conn"}:
         st = str(func_pre.get("slice_timing", "auto")).lower()
         st_text = {"false": "Slice-timing correction was not applied. ",
                    "true": "Slice-timing correction was applied to every run before head-motion estimation",
@@ -347,7 +257,7 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
 
 def _longitudinal_text(study: dict, analyses, c: _Cite) -> str | None:
     """The pre/post paragraph (``sessions`` with at least two labels), or None; follows
-    :mod:`hfsmri.longitudinal` and the stages' longitudinal options."""
+    :func:`hfsmri.group.runner.run_longitudinal` and the stages' longitudinal options."""
     sessions = [str(x) for x in (study.get("sessions") or [])]
     if len(sessions) < 2:
         return None
@@ -363,22 +273,16 @@ def _longitudinal_text(study: dict, analyses, c: _Cite) -> str | None:
                 "(does the brain change track clinical recovery?)")
     txt += ". The cross-sectional group comparisons above use the baseline session."
     anat_pre = (study.get("preprocessing") or {}).get("anat", {})
-    if any(a in analyses for a in ("vbm", "thickness", "roi_volumes")):
+    if any(a in ANALYSES and ANALYSES[a].stage == "anat" for a in analyses):
         if anat_pre.get("longitudinal", "midspace") == "midspace":
             txt += (" Each subject's T1-weighted images were first rigidly aligned to an unbiased within-subject "
                     f"mid-space and averaged into a subject template {c('reuter')}, which was segmented and "
                     "normalised once, so that both sessions are processed symmetrically.")
         else:
             txt += " The T1-weighted images of each session were processed independently."
-    if "tbss" in analyses:
-        txt += (" For TBSS, the skeleton of the baseline mean FA was kept and every follow-up FA image was "
-                "projected onto it by its own perpendicular search (MD, AD and RD with the same projection).")
-    if "ica" in analyses:
-        txt += (" For ICA, the group components estimated at baseline were kept and dual regression was repeated "
-                "on the follow-up data against them.")
-    if "graph" in analyses:
-        txt += (" Graph metrics were compared as the change of their area under the sparsity curve (global and "
-                "nodal); edge-wise and network-based statistics are cross-sectional only.")
+    for a in ANALYSES:   # the analyses' own longitudinal choices (TBSS, ICA, graph), registry order
+        if a in analyses:
+            txt += ANALYSES[a].longitudinal_methods
     return txt
 
 

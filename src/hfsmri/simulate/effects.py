@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hfsmri.analyses import measuring, of_stage, seed_metric
 from hfsmri.errors import HfsmriError
 
 DEFAULT_FILE = Path(__file__).with_name("default_effects.yaml")
@@ -47,7 +48,7 @@ QUANTITY_MODALITY = {"gm": "anat", "lperp": "dwi", "lpar": "dwi", "reho": "func"
 DEFAULT_SIGMA = {"gm": 0.10, "lperp": 0.08, "lpar": 0.04, "reho": 0.08, "alff": 0.12, "fc": 0.12}
 HEMISPHERES = {"L", "R", "bilateral", "midline", "ipsi", "contra"}
 CLINICAL_SCORES = {"severity", "duration_months", "hama", "hamd"}
-DTI_ANALYSES = ("dti", "tbss", "dwi_rois")
+DTI_ANALYSES = of_stage("dwi")   # the diffusion analyses of hfsmri.analyses, in registry order
 _SEED_RE = re.compile(r"^[A-Za-z0-9]+$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -428,13 +429,11 @@ def ground_truth_rows(effects: EffectSet, mask_paths: dict, post_factor: float |
                     sign = int(np.sign(ds1[m]))
                     entries.append((a, m, sign * e.q_direction, abs(ds[m]), e.q_clinical_r * sign))
         elif e.quantity == "fc":
-            for a in (e.analyses or [f"seed_fc/seed-{e.seed}"]):
+            for a in (e.analyses or [seed_metric(e.seed)]):
                 an, m = a.split("/")
                 entries.append((an, m, e.direction, e.cohens_d, e.clinical_r))
         else:
-            default = {"gm": ["vbm/gm", "roi_volumes/volume"], "reho": ["reho/reho"],
-                       "alff": ["alff/alff", "alff/falff"]}[e.quantity]
-            for a in (e.analyses or default):
+            for a in (e.analyses or measuring(e.quantity)):
                 an, m = a.split("/")
                 entries.append((an, m, e.direction, e.cohens_d, e.clinical_r))
         for an, m, dirn, d, r in entries:

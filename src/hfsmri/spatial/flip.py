@@ -68,3 +68,48 @@ def flip_array_x(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     if ax is None:
         raise ValueError("grid is not symmetric about x = 0; use flip_lr on an image instead")
     return np.flip(data, axis=ax).copy()
+
+
+# ----------------------------------------------------------------------------- named regions and nodes
+_LR_NAMES = ((r"_L$", "_R"), (r"_R$", "_L"), (r"^Left_", "Right_"), (r"^Right_", "Left_"))
+
+
+def swap_lr_name(name: str) -> str:
+    """Mirror a region name: ``X_L`` <-> ``X_R``, ``Left_X`` <-> ``Right_X`` (else unchanged)."""
+    import re
+
+    for a, b in _LR_NAMES:
+        if re.search(a, name):
+            return re.sub(a, b, name)
+    return name
+
+
+def swap_lr(row):
+    """A ROI row (pandas Series indexed by region name) of a mirrored brain: the values of every
+    left/right pair present are exchanged (index order kept; unpaired regions unchanged)."""
+    out = row.copy()
+    names = [str(n) for n in row.index]
+    present = set(names)
+    mirror = [swap_lr_name(n) if swap_lr_name(n) in present else n for n in names]
+    out[:] = row.loc[mirror].to_numpy() if len(set(names)) == len(names) else row.to_numpy()
+    return out
+
+
+def mirror_permutation(names, coords=None, tol_mm: float = 6.0):
+    """Index array ``perm`` with aligned[i] = native[perm[i]] for a left-right mirrored brain:
+    partners by name (:func:`swap_lr_name`), otherwise the node nearest to the mirrored centre
+    (x -> -x) within ``tol_mm`` (from ``coords``, MNI mm); unmatched nodes map to themselves."""
+    names = [str(n) for n in names]
+    pos = {n: i for i, n in enumerate(names)}
+    perm = np.arange(len(names))
+    coords = None if coords is None else np.asarray(coords, float)
+    for i, n in enumerate(names):
+        partner = pos.get(swap_lr_name(n)) if swap_lr_name(n) != n else None
+        if partner is None and coords is not None and np.all(np.isfinite(coords[i])):
+            d = np.linalg.norm(coords - coords[i] * [-1, 1, 1], axis=1)
+            j = int(np.nanargmin(d))
+            if d[j] <= tol_mm:
+                partner = j
+        if partner is not None:
+            perm[i] = partner
+    return perm

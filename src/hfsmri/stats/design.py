@@ -32,6 +32,64 @@ from ..errors import DesignError
 from .glm import check_rank
 
 
+# ----------------------------------------------------------------------------- contrast names
+# The one place that names contrasts (files are named from these by Derivatives.group_path).
+def group_contrast(direction) -> str:
+    """``patient-gt-control`` (direction > 0) or ``patient-lt-control``."""
+    return "patient-gt-control" if float(direction) > 0 else "patient-lt-control"
+
+
+def clinical_contrast(score: str, positive=True, delta: bool = False) -> str:
+    """``corr-<score>-pos/neg``; ``delta``: the change-vs-change contrast ``corr-delta<score>-...``
+    (score stripped to letters and digits)."""
+    name = f"delta{re.sub('[^A-Za-z0-9]', '', score)}" if delta else score
+    return f"corr-{name}-{'pos' if positive else 'neg'}"
+
+
+def paired_contrast(role: str, pre: str, post: str, up=True) -> str:
+    """Paired change within a group: ``<role>-<post>-gt-<pre>`` (up) or ``-lt-``."""
+    return f"{role}-{post}-{'gt' if up else 'lt'}-{pre}"
+
+
+def change_contrast(up=True) -> str:
+    """Group x time interaction: ``change-patient-gt-control`` / ``-lt-``."""
+    return "change-" + group_contrast(1 if up else -1)
+
+
+def opposite_contrast(c: str) -> str:
+    """The contrast testing the other direction (the negative tail of ``c``)."""
+    if c.endswith(("-pos", "-neg")):
+        return c[:-4] + ("-neg" if c.endswith("-pos") else "-pos")
+    i = max(c.rfind("-gt-"), c.rfind("-lt-"))
+    return c if i < 0 else c[:i] + ("-lt-" if c[i:i + 4] == "-gt-" else "-gt-") + c[i + 4:]
+
+
+def clinical_score_of(contrast: str) -> str | None:
+    """The clinical score a correlation contrast tests (``corr-<score>-pos/neg``; the longitudinal
+    ``corr-delta<score>-...`` gives the score), else None."""
+    if contrast.startswith("corr-") and contrast.endswith(("-pos", "-neg")):
+        score = contrast[len("corr-"):-len("-pos")]
+        return score[len("delta"):] if score.startswith("delta") else score
+    return None
+
+
+def contrast_names(clinical=(), sessions=None) -> list[str]:
+    """Every contrast the group analyses can write for a study with these clinical scores and
+    sessions (what a reader looks up with :meth:`hfsmri.derivatives.Derivatives.group_path`)."""
+    names = [group_contrast(1), group_contrast(-1)]
+    for score in clinical or ():
+        names += [clinical_contrast(score, True), clinical_contrast(score, False)]
+    sessions = [str(x) for x in (sessions or [])]
+    if len(sessions) >= 2:
+        pre, post = sessions[0], sessions[-1]
+        for role in ("patient", "control"):
+            names += [paired_contrast(role, pre, post, True), paired_contrast(role, pre, post, False)]
+        names += [change_contrast(True), change_contrast(False)]
+        for score in clinical or ():
+            names += [clinical_contrast(score, True, delta=True), clinical_contrast(score, False, delta=True)]
+    return names
+
+
 @dataclass
 class Design:
     """A GLM design.
@@ -262,8 +320,8 @@ def design_from_study(study, subjects, extra_covariates: pd.DataFrame | None = N
     X = np.column_stack(arrays)
     check_rank(X, columns)
     k = len(columns)
-    con = {"patient-gt-control": np.r_[1.0, -1.0, np.zeros(k - 2)],
-           "patient-lt-control": np.r_[-1.0, 1.0, np.zeros(k - 2)]}
+    con = {group_contrast(1): np.r_[1.0, -1.0, np.zeros(k - 2)],
+           group_contrast(-1): np.r_[-1.0, 1.0, np.zeros(k - 2)]}
     for cov in interactions or []:
         v = np.zeros(k)
         v[columns.index(f"group:{cov}")] = 1.0
@@ -323,7 +381,7 @@ def clinical_designs(study, subjects, extra_covariates: pd.DataFrame | None = No
         vec = np.zeros(k)
         vec[1] = 1.0
         out[score] = Design(X=X, columns=columns, subjects=keep,
-                            contrasts={f"corr-{score}-pos": vec, f"corr-{score}-neg": -vec},
+                            contrasts={clinical_contrast(score, True): vec, clinical_contrast(score, False): -vec},
                             roles=["patient"] * len(keep), flipped=flipped_subjects(study, keep),
                             dropped=dropped,
                             info={"kind": "clinical", "score": score, "n_patient": len(keep),
@@ -344,3 +402,82 @@ def one_sample_design(subjects, covariates: pd.DataFrame | None = None, name: st
     v[0] = 1.0
     return Design(X=X, columns=columns, subjects=labels, contrasts={f"{name}-pos": v, f"{name}-neg": -v},
                   info={"kind": "one-sample"})
+
+
+def session_pair(study) -> tuple[str, str]:
+    """(baseline, follow-up): the first and last of ``study.sessions``."""
+    if not study.sessions or len(study.sessions) < 2:
+        raise DesignError("longitudinal analysis needs at least two sessions in study.yaml", field="sessions")
+    return study.sessions[0], study.sessions[-1]
+
+
+def is_longitudinal(study) -> bool:
+    """True when study.yaml lists at least two sessions."""
+    return len(getattr(study, "sessions", None) or []) >= 2
+
+
+def longitudinal_designs(study, subjects: list[str], min_per_group: int = 2) -> dict:
+    """Designs for the per-subject changes follow-up − baseline of ``subjects`` (each has both
+    sessions): ``paired-<role>`` (one-sample, sign flipping; per group with >= 2 subjects),
+    ``interaction`` (group x time: patients' change vs controls', study covariates) and
+    ``delta-<score>`` (within patients, change regressed on the change of the score from
+    ``sub-X_sessions.tsv``; >= 4 patients with both values)."""
+    pre, post = session_pair(study)
+    designs = {}
+    for role in ("patient", "control"):
+        subs = [s for s in subjects if study.group_of(s) == role]
+        if len(subs) >= max(min_per_group, 2):
+            designs[f"paired-{role}"] = Design(
+                X=np.ones((len(subs), 1)), columns=["intercept"], subjects=subs,
+                contrasts={paired_contrast(role, pre, post, True): np.array([1.0]),
+                           paired_contrast(role, pre, post, False): np.array([-1.0])},
+                roles=[role] * len(subs), info={"kind": "paired", "sessions": [pre, post], "group": role})
+    roles = [study.group_of(s) for s in subjects]
+    if roles.count("patient") >= 2 and roles.count("control") >= 2:
+        d = design_from_study(study, subjects)
+        d.contrasts = {change_contrast(k == group_contrast(1)): v for k, v in d.contrasts.items()
+                       if k in (group_contrast(1), group_contrast(-1))}
+        d.info = {**d.info, "kind": "group-by-time", "sessions": [pre, post]}
+        designs["interaction"] = d
+    scores = study.session_scores()
+    patients = [s for s in subjects if study.group_of(s) == "patient"]
+    for score in study.clinical:
+        if score not in scores.columns or len(patients) < 4:
+            continue
+        delta = {}
+        for s in patients:
+            try:
+                a, b = scores.loc[(s, pre), score], scores.loc[(s, post), score]
+            except KeyError:
+                continue
+            if np.isfinite(a) and np.isfinite(b):
+                delta[s] = b - a
+        subs = [s for s in patients if s in delta]
+        dv = np.array([delta[s] for s in subs], dtype=float)
+        if len(subs) < 4 or np.ptp(dv) == 0:
+            continue
+        designs[f"delta-{score}"] = Design(
+            X=np.column_stack([np.ones(len(subs)), dv - dv.mean()]), columns=["intercept", f"delta_{score}"],
+            subjects=subs, contrasts={clinical_contrast(score, True, delta=True): np.array([0.0, 1.0]),
+                                      clinical_contrast(score, False, delta=True): np.array([0.0, -1.0])},
+            roles=["patient"] * len(subs), info={"kind": "change-vs-change", "score": score})
+    return designs
+
+
+def designs_for(study, subjects, extra: pd.DataFrame | None = None, *, longitudinal: bool = False):
+    """Every design of one group analysis over ``subjects`` (rows in that order).
+
+    Cross-sectional: ``{"group": patients vs controls, <score>: clinical design, ...}`` with the
+    extra covariates; longitudinal (``subjects`` have both sessions; the data are their changes):
+    :func:`longitudinal_designs`. Returns ``(designs, note)``: ``note`` says why the clinical
+    designs were left out (e.g. too few patients for the score and covariates), else None; a fault
+    of the group design raises :class:`~hfsmri.errors.DesignError`.
+    """
+    if longitudinal:
+        return longitudinal_designs(study, subjects), None
+    designs = {"group": design_from_study(study, subjects, extra)}
+    try:
+        designs.update(clinical_designs(study, subjects, extra))
+    except DesignError as exc:
+        return designs, str(exc)
+    return designs, None

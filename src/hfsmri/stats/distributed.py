@@ -1,8 +1,8 @@
 """Permutation inference split into Dask tasks (permutation blocks).
 
-When the group level runs with ``--scheduler ADDRESS``, :func:`use_scheduler` makes a
-``dask.distributed`` client active for the block, and :func:`permuted_glm` (a drop-in for
-:func:`hfsmri.stats.glm.permuted_glm`) then splits the permutation set into blocks
+When the group level runs with ``--scheduler ADDRESS``, the group runner hands its
+``dask.distributed`` client (:func:`hfsmri.parallel.client_for`) to :func:`permuted_glm` (a drop-in
+for :func:`hfsmri.stats.glm.permuted_glm`), which then splits the permutation set into blocks
 (:func:`hfsmri.stats.permutation.permutation_blocks`): each block is one Dask task that runs the
 same Freedman–Lane kernel on ``[identity] + block`` and returns only what the merge needs — the
 per-permutation maxima (t, TFCE, cluster size and mass, per tail) and per-voxel exceedance counts.
@@ -14,52 +14,18 @@ batch size, so every permuted statistic is computed from the same matrix product
 run. The result is bit-identical to :func:`hfsmri.stats.glm.permuted_glm` (tested), whatever the
 number of workers or blocks.
 
-Without an active client (or for small problems, fewer than ``min_voxels`` columns or a single
-block) the local function runs unchanged.
+Without a client (or for small problems, fewer than ``min_voxels`` columns or a single block)
+the local function runs unchanged. There is no module-level client: it is always passed.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 import numpy as np
 
-from ..parallel import connect
 from . import glm as _glm
 from .fdr import fdr_bh
 from .permutation import PermutationSet, make_permutation_set, permutation_blocks
-
-_CLIENT: ContextVar = ContextVar("hfsmri_dask_client", default=None)
-
-
-@contextmanager
-def use_scheduler(scheduler):
-    """Make a dask client active for :func:`permuted_glm` within the block.
-
-    ``scheduler``: None (nothing happens), a scheduler address (``tcp://host:8786``; a client is
-    opened and closed here) or an existing ``distributed.Client``.
-    """
-    if not scheduler:
-        yield None
-        return
-    own = isinstance(scheduler, str)
-    if own:
-        client = connect(scheduler)
-    else:
-        client = scheduler
-    token = _CLIENT.set(client)
-    try:
-        yield client
-    finally:
-        _CLIENT.reset(token)
-        if own:
-            client.close()
-
-
-def active_client():
-    """The client made active by :func:`use_scheduler`, or None."""
-    return _CLIENT.get()
 
 
 def default_batch_size(k: int, n_voxels: int, memory_mb: float = 256.0) -> int:
@@ -97,18 +63,17 @@ def _n_workers(client) -> int:
 def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mask=None, *, client=None,
                  block_size: int | None = None, min_voxels: int = 1000, **kwargs):
     """:func:`hfsmri.stats.glm.permuted_glm`, with the permutations run as Dask tasks when a
-    client is given or active (:func:`use_scheduler`); same arguments and result.
+    client is given; same arguments and result.
 
     Parameters
     ----------
-    client : ``distributed.Client``, optional (default: the active one)
+    client : ``distributed.Client``, optional (None: the local function)
     block_size : permutations per task (rounded up to a multiple of the kernel batch size);
         default: about two blocks per worker
     min_voxels : run locally below this number of columns (ROI tables)
     **kwargs : passed to :func:`hfsmri.stats.glm.permuted_glm` (``random_state``, ``scheme``,
         ``blocks``, ``tfce_setting``, ``cluster_forming_p``, ``permutations``, ...)
     """
-    client = client if client is not None else active_client()
     Y = np.asarray(Y, dtype=np.float64)
     if client is None or Y.ndim != 2 or Y.shape[1] < min_voxels:
         return _glm.permuted_glm(Y, design, contrast, n_perm=n_perm, tfce=tfce, mask=mask, **kwargs)

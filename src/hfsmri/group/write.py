@@ -1,0 +1,77 @@
+"""Writing group results: every file named by :meth:`hfsmri.derivatives.Derivatives.group_path`,
+written atomically with its JSON sidecar (the statistics' description plus what the runner adds:
+analysis, metric, session, flipped and excluded participants)."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from .. import __version__
+from ..analyses import TEMPLATE_SPACE
+from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..stats.voxelwise import EXTRA_LOGP
+
+SOFTWARE = f"hfsmri {__version__}"
+CLUSTER_COLUMNS_DOC = {
+    "n_voxels": "voxels in the cluster", "volume_mm3": "cluster volume (mm^3)", "peak_x/y/z": "peak in MNI mm",
+    "peak_stat": "t at the peak", "p_fwe": "smallest FWE p in the cluster (sub-peak rows: p at that voxel)",
+    "aal_label/ho_label": "AAL2 / Harvard-Oxford (maxprob 25%) label at the peak",
+    "com_x/y/z": "centre of mass in MNI mm", "aal_shares/ho_shares": "share of the cluster per label",
+    "is_subpeak": "local maximum >= 8 mm from the reported peaks"}
+
+
+def volume(values, mask: np.ndarray, affine) -> nib.Nifti1Image:
+    """A float32 image of in-mask ``values`` (0 outside)."""
+    vol = np.zeros(mask.shape, dtype=np.float32)
+    vol[mask] = values
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def save(path, obj, meta: dict | None = None) -> None:
+    """An image (``.nii.gz``) or a table (``.tsv``) written atomically, with its sidecar when ``meta``."""
+    (save_tsv_atomic if str(path).endswith(".tsv") else save_nifti_atomic)(obj, path)
+    if meta is not None:
+        write_json_atomic(sidecar_path(path), meta)
+
+
+def save_mask(out, analysis, metric, mask, affine, kind: str = "mask", meta: dict | None = None) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(mask.astype(np.uint8), affine)
+    img.header.set_xyzt_units("mm")
+    save(out.group_path(analysis, metric, kind=kind), img, meta)
+    return img
+
+
+def results(out, analysis: str, metric: str, res: list, mask: np.ndarray, affine, sidecar: dict) -> None:
+    """Every file of each :class:`~hfsmri.stats.voxelwise.GroupResult` (maps, cluster table)."""
+    for r in res:
+        meta = {"Description": f"group analysis, contrast {r.contrast}", "Space": TEMPLATE_SPACE,
+                "Software": SOFTWARE, **r.meta, **sidecar}
+
+        def path(kind, c=r.contrast):
+            return out.group_path(analysis, metric, c, kind)
+
+        save(path("t"), volume(r.t, mask, affine), {**meta, "Statistic": "t"})
+        save(path("tfce"), volume(r.tfce, mask, affine), {**meta, "Statistic": "TFCE"})
+        main = "TFCE" if r.meta["Inference"].startswith("TFCE") else "voxel max-t"
+        save(path("fwe"), volume(r.logp["fwe"], mask, affine), {**meta, "Statistic": f"-log10 FWE p ({main})"})
+        for kind in EXTRA_LOGP:
+            if kind in r.logp:
+                save(path(kind), volume(r.logp[kind], mask, affine), {**meta, "Statistic": f"-log10 p ({kind})"})
+        save(path("clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
+
+
+def roi_results(out, analysis: str, metric: str, res) -> None:
+    """``rois.tsv``, ``correlations.tsv`` (with sidecars) and ``values.tsv`` of a
+    :class:`~hfsmri.stats.roi.RoiResult`."""
+    meta = {"Software": SOFTWARE, **res.meta}
+    save(out.group_path(analysis, metric, kind="rois"), res.rois,
+               {**meta, "Description": "ROI group comparison (patient vs control)"})
+    save(out.group_path(analysis, metric, kind="correlations"), res.correlations,
+               {**meta, "Description": "partial correlations with clinical scores within patients"})
+    save(out.group_path(analysis, metric, kind="values"), res.values)
+
+
+def summary(out, analysis: str, metric: str | None, content: dict, kind: str = "summary") -> None:
+    write_json_atomic(out.group_path(analysis, metric, kind=kind), content)
