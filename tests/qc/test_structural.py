@@ -102,6 +102,17 @@ def test_t1w_iqms_on_a_phantom_with_known_noise():
     assert iq["inu_range"] == pytest.approx(np.percentile(f, 95) - np.percentile(f, 5), rel=1e-6)
 
 
+def test_t1w_iqms_on_a_zero_background_head():
+    """Skull-stripped / zero-filled background (as Colin27): no air noise, MRIQC's conventions."""
+    img, brain, pv, aff = _phantom(np.random.default_rng(6))
+    i, j, k = np.meshgrid(*(np.arange(s) for s in img.shape), indexing="ij")
+    x, y, z = aff[0, 3] + 2 * i, aff[1, 3] + 2 * j, aff[2, 3] + 2 * k
+    img[(x / 70) ** 2 + (y / 86) ** 2 + ((z - 5) / 72) ** 2 > 1] = 0.0  # the Rayleigh background zeroed
+    iq = S.t1w_iqms(img, None, brain, pv, (2.0, 2.0, 2.0), aff, S.HAT_LANDMARKS_MNI)
+    assert iq["sigma_air"] == 0.0 and iq["fber"] == -1.0 and np.isnan(iq["inu_range"])
+    assert iq["cnr"] == pytest.approx(400 / np.sqrt(2 * 20.0 ** 2), rel=0.05)
+
+
 def test_head_and_air_masks_on_the_phantom():
     rng = np.random.default_rng(4)
     img, brain, pv, aff = _phantom(rng)

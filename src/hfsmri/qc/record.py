@@ -18,6 +18,7 @@ warning and named under ``figure_errors``; the metrics are still written.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -72,7 +73,7 @@ def cached(out, sub: str, ses: str | None, modality: str, inputs, params) -> dic
     return _plain({k: row.get(k, np.nan) for k in modality_columns(modality)})
 
 
-def _write(ctx, modality: str, values: dict, inputs, params, method: dict, errors: dict) -> dict:
+def _write(ctx, modality: str, values: dict, inputs, params, method: dict, errors: dict, t0=None) -> dict:
     cols = modality_columns(modality)
     row = {"participant_id": f"sub-{ctx.subject}", "session": ctx.session or "n/a", "modality": modality}
     row.update({c: _stored(values.get(c, np.nan)) for c in cols})
@@ -83,6 +84,8 @@ def _write(ctx, modality: str, values: dict, inputs, params, method: dict, error
         side["FigureErrors"] = errors
     p = iqm_path(ctx.out, ctx.subject, ctx.session, modality)
     ctx.out.save_tsv(pd.DataFrame([row]), p, sidecar=side, inputs=list(inputs), params=_params(params))
+    if t0 is not None:
+        _log(ctx).info("%s: %s QC metrics and figures in %.1f s", _who(ctx), modality, time.perf_counter() - t0)
     res = _plain({c: row[c] for c in cols})
     if errors:
         res["figure_errors"] = errors
@@ -138,6 +141,7 @@ def anat(ctx, *, n4, brain_mask, seg: dict, transforms, dice: dict, inputs, para
     from ..io import load_image
     from .structural import HAT_LANDMARKS_MNI, t1w_iqms
 
+    t0 = time.perf_counter()
     log = _log(ctx)
     n4d = np.asarray(n4.dataobj, dtype=np.float32)
     raw = None
@@ -165,7 +169,7 @@ def anat(ctx, *, n4, brain_mask, seg: dict, transforms, dice: dict, inputs, para
               "tissues": "structural stage's CSF/GM/WM probabilities and brain mask",
               "air_mask": hat_note, "air_voxels": iq["n_air"], "sigma_air": iq["sigma_air"],
               "inu": "raw / N4 in the brain mask" if raw is not None else "n/a (raw T1w not on the N4 grid)"}
-    return _write(ctx, "T1w", values, inputs, params, method, {})
+    return _write(ctx, "T1w", values, inputs, params, method, {}, t0)
 
 
 # ----------------------------------------------------------------------------- BOLD
@@ -198,6 +202,7 @@ def func(ctx, *, ts, data4d, mask, affine, fd, tr: float, fd_threshold: float | 
     """
     from .functional import bold_iqms, carpet_matrix, detrend
 
+    t0 = time.perf_counter()
     errors: dict = {}
     y = np.asarray(ts, dtype=np.float64)
     res = detrend(y)
@@ -245,7 +250,7 @@ def func(ctx, *, ts, data4d, mask, affine, fd, tr: float, fd_threshold: float | 
                         f"registration {registration})", "n_volumes": int(y.shape[0]), "n_voxels": int(y.shape[1]),
               "fd_scrub_threshold_mm": fd_threshold, "scrubbing_applied": bool(scrubbing),
               "max_fd_mm": iq["max_fd"], "coreg_figure": kind}
-    return _write(ctx, "bold", values, inputs, params, method, errors)
+    return _write(ctx, "bold", values, inputs, params, method, errors, t0)
 
 
 # ----------------------------------------------------------------------------- DWI
@@ -273,6 +278,7 @@ def dwi(ctx, *, raw, affine, bvals, b0_threshold: float, mask, b0, motion: dict 
     """
     from .diffusion import b0_snr, motion_mm, slice_outliers
 
+    t0 = time.perf_counter()
     errors: dict = {}
     sub, ses, out, who = ctx.subject, ctx.session, ctx.out, _who(ctx)
     m = np.asarray(mask, bool)
@@ -316,4 +322,4 @@ def dwi(ctx, *, raw, affine, bvals, b0_threshold: float, mask, b0, motion: dict 
               "slice_axis_from": axis_note, "checked_slices": so["n_checked"],
               "outlier_volumes": so["outlier_volumes"].tolist(),
               "motion": "from the stage's motion correction" if motion else "n/a (motion correction off)"}
-    return _write(ctx, "dwi", values, inputs, params, method, errors)
+    return _write(ctx, "dwi", values, inputs, params, method, errors, t0)

@@ -167,15 +167,18 @@ def efc(img, framemask=None) -> float:
 
 
 def fber(img, headmask, rotmask=None) -> float:
-    """FBER = median |x|^2 in the head / median |x|^2 outside it (MRIQC ``fber``); -1 when the
-    background median energy is < 1e-3 (no signal outside the head)."""
+    """FBER = median |x|^2 in the head / median |x|^2 outside it and outside ``rotmask`` (MRIQC
+    ``fber``); -1 when that background's median energy is < 1e-3 or it is empty (no signal outside
+    the head: skull-stripped or zero-filled images)."""
     x = np.asarray(img, dtype=np.float64)
     head = np.asarray(headmask, bool)
     air = ~head
     if rotmask is not None:
         air &= ~np.asarray(rotmask, bool)
-    if not head.any() or not air.any():
+    if not head.any():
         return float("nan")
+    if not air.any():  # everything outside the head is zero-filled: no signal outside the head
+        return -1.0
     fg = np.median(np.abs(x[head]) ** 2)
     bg = np.median(np.abs(x[air]) ** 2)
     return -1.0 if bg < 1e-3 else float(fg / bg)
@@ -281,13 +284,12 @@ def air_mask(img, headmask, hat=None, zscore: float = 10.0) -> tuple[np.ndarray,
     pos = bg[bg > 0]
     if pos.size >= 10:
         spread = np.median(np.abs(pos - np.median(pos))) / MAD_NORMAL
+        cand = np.zeros(x.shape, bool)
         if spread > 0:
-            dist = ndi.distance_transform_edt(~head)
-            dmax = dist[hat_m].max() if hat_m.any() else 0.0
-            cand = np.zeros(x.shape, bool)
             cand[hat_m] = bg / spread > zscore
-            if dmax > 0:
-                cand &= dist >= 0.10 * dmax
+        if cand.any():  # the distance map only when there are candidates (it costs ~2 s at 1 mm)
+            dist = ndi.distance_transform_edt(~head)
+            cand &= dist >= 0.10 * dist[hat_m].max()
             art = ndi.binary_opening(cand, ndi.generate_binary_structure(3, 1))
     return hat_m & ~art, art
 
@@ -318,10 +320,9 @@ def t1w_iqms(n4_head, raw_head, brain_mask, pvms: dict, zooms, affine=None, hat_
         if k not in pvms:
             raise ValueError(f"missing tissue probability map '{k}'")
     rot = rotation_mask(img)
-    head = head_mask(img, brain, zooms) & ~rot
+    head = head_mask(img, brain, zooms)
     hat = hat_side(img.shape, affine, hat_points) if (affine is not None and hat_points is not None) else None
-    air, _ = air_mask(img, head, hat)
-    air &= ~rot
+    air, _ = air_mask(img, head, hat)  # zero-filled voxels stay in the air, as MRIQC's airdata
     weights = {k: pvms[k] for k in TISSUES}
     weights["bg"] = air.astype(np.float64)
     st = tissue_stats(img, weights)
