@@ -9,11 +9,20 @@ Tables printed:
      fast on simulated study subjects (hfsmri.simulate, deform=True: realistic head sizes, pose,
      nonlinear shape): CPU and wall seconds per step (1 ITK thread, as the demo runs it), TIV / GM vs
      the simulator's truth, GM Dice with the template, and the planted VBM decrease (patients vs
-     controls); prints the fast/standard time ratio.
+     controls); prints the fast/standard time ratio;
+  5. ``realhead``: the participant stage (vbm + thickness + ROI volumes) on the real Colin27 head
+     (MRIcron ``ch2``: skull, face, neck; 1 mm, 181 x 217 x 181) under a 12 deg oblique header, both
+     profiles, 1 ITK thread: CPU seconds per step, brain-mask Dice against the distributed
+     brain-extracted ``ch2bet``, TIV and GM; optionally (``--neck``) the same head with an emulated
+     neck and shoulders below it on a 256-slice field of view. Needs the real test data
+     (``HFSMRI_REALDATA`` or ``.cache/realdata``, fetched by ``python tests/fetch_realdata.py``);
+  6. ``invariance``: the cases of ``tests/anat/test_realhead.py`` (Colin27 at 2 mm under oblique,
+     shifted, reordered headers, anisotropic voxels, int16/float storage; fast profile): brain-mask
+     Dice with the reference header's mask (mapped back) and with ch2bet, TIV and GM ratios.
 
 Timings are wall-clock on whatever machine runs this (noisy on shared machines).
-Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg profiles]
-       [--subjects N]
+Usage: python benchmarks/bench_anat.py [--quick] [--threads N] [--res 2 1] [--parts reg profiles realhead invariance]
+       [--subjects N] [--profiles standard fast] [--neck]
 """
 from __future__ import annotations
 
@@ -156,6 +165,85 @@ def bench_profiles(res, n_per_group, quick):
     return df
 
 
+def bench_realhead(profiles, neck: bool):
+    """The stage on the real Colin27 head at 1 mm under a 12 deg oblique header (see module doc)."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    import nibabel as nib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests import realdata as R
+
+    from hfsmri.anat import participant as P
+    from hfsmri.bids import SubjectInputs
+    from hfsmri.derivatives import Derivatives
+    from hfsmri.pipeline import ParticipantContext
+
+    head = nib.load(str(R.colin27_head()))
+    bet = np.asarray(nib.load(str(R.colin27_brain())).dataobj) > 0
+    heads = {"colin27 12deg": (head, bet)}
+    if neck:
+        e = R.with_neck(head)
+        pad = np.zeros(e.shape, bool)
+        pad[:, :, e.shape[2] - head.shape[2]:] = bet
+        heads["colin27 + neck 12deg"] = (e, pad)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_realhead_"))
+    analyses = {"vbm": {"resolution": 2, "fwhm": 8.0}, "roi_volumes": {}, "thickness": {"resolution": 2}}
+    rows = []
+    for name, (img, ref) in heads.items():
+        t1 = R.reheader(img, (12, 0, 0), (0, 0, 0))
+        path = tmp / f"{name.replace(' ', '_')}_T1w.nii.gz"
+        nib.save(t1, str(path))
+        for prof in profiles:
+            ctx = ParticipantContext(subject="01", session=None, inputs=SubjectInputs(subject="01", t1w=path),
+                                     out=Derivatives(tmp / f"out_{prof}_{len(rows)}"),
+                                     work_dir=tmp / f"work_{prof}_{len(rows)}", analyses=analyses,
+                                     preprocessing={"anat": {"template_resolution": 2, "profile": prof}},
+                                     omp_nthreads=1, log=logging.getLogger("bench_anat"))
+            s = P.run(ctx)
+            m = np.asarray(nib.load(ctx.anat["brain_mask"]).dataobj) > 0
+            rows.append({"head": name, "profile": prof, "dice_ch2bet": dice(m, ref), "tiv_ml": s["tiv_ml"],
+                         "gm_ml": s["gm_ml"], "bet_candidate": s.get("bet_candidate"), **s["timing"]})
+            print(f"  {name} {prof}: Dice vs ch2bet {rows[-1]['dice_ch2bet']:.3f}, TIV {s['tiv_ml']:.0f} ml, "
+                  f"GM {s['gm_ml']:.0f} ml, {s['timing']['total_cpu_s']:.1f} s CPU "
+                  f"({s['timing']['total_s']:.1f} s wall)", flush=True)
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    steps = [c[:-6] for c in df.columns if c.endswith("_cpu_s")]
+    cols = [(r["head"], r["profile"]) for r in rows]
+    print("\nreal head, 1 mm, CPU seconds per step (1 ITK thread)\n")
+    print("| step | " + " | ".join(f"{h} {p}" for h, p in cols) + " |\n|---|" + "---|" * len(cols))
+    for st in steps:
+        print(f"| {st} | " + " | ".join(f"{r.get(st + '_cpu_s', float('nan')):.1f}" for r in rows) + " |")
+    return df
+
+
+def bench_invariance():
+    """Same head, every header of the real-head tests (see module doc)."""
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.anat.test_realhead import CASES, run_cases, to_reference
+
+    runs = run_cases(Path(tempfile.mkdtemp(prefix="bench_invariance_")))
+    ref = runs["reference"]
+    m0 = to_reference(ref["mask"], np.eye(4), ref["t1"])
+    print("\n| case | mask Dice vs reference header | Dice vs ch2bet | TIV ml (ratio) | GM ml (ratio) | "
+          "CPU s |\n|---|---|---|---|---|---|")
+    for name in CASES:
+        r = runs[name]
+        m = to_reference(r["mask"], r["rigid"], ref["t1"])
+        s, s0 = r["summary"], ref["summary"]
+        print(f"| {name} | {dice(m, m0):.4f} | {dice(m, runs['ch2bet']):.4f} | {s['tiv_ml']:.0f} "
+              f"({s['tiv_ml'] / s0['tiv_ml']:.4f}) | {s['gm_ml']:.0f} ({s['gm_ml'] / s0['gm_ml']:.4f}) | "
+              f"{s['timing']['total_cpu_s']:.1f} |")
+    return runs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -163,6 +251,8 @@ def main(argv=None):
     ap.add_argument("--res", type=float, nargs="+", default=None)
     ap.add_argument("--parts", nargs="+", default=["reg", "profiles"])
     ap.add_argument("--subjects", type=int, default=None, help="per group, profiles part (default 4; 1 --quick)")
+    ap.add_argument("--profiles", nargs="+", default=["standard", "fast"], help="realhead part")
+    ap.add_argument("--neck", action="store_true", help="realhead part: also the head with a neck")
     a = ap.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(a.threads)
     res = a.res or ([2.0] if a.quick else [2.0, 1.0])
@@ -171,6 +261,12 @@ def main(argv=None):
     if "profiles" in a.parts:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # demo: 1 thread per job
         bench_profiles(res[0], a.subjects or (1 if a.quick else 4), a.quick)
+    if "realhead" in a.parts:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        bench_realhead(a.profiles, a.neck)
+    if "invariance" in a.parts:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        bench_invariance()
     print(f"peak RSS {_rss_mb():.0f} MB")
 
 

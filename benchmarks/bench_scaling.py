@@ -11,6 +11,15 @@ the outputs of both runs are byte-identical (they must be). ``--dask`` adds a ru
 Run:  python benchmarks/bench_scaling.py [--quick] [--sizes 4,8,16] [--volumes 60] [--dask]
 ``--quick``: sizes 2,4 and 40 volumes (a smoke run, a couple of minutes).
 
+Load and faults together (issue 20, item 11):  python benchmarks/bench_scaling.py --faults 100
+simulates 100 small subjects (func only, 4 mm, 40 volumes, ReHo + ALFF), runs the participant level
+with ``--nprocs 2`` (the clean run), then again on a ``dask.distributed.LocalCluster`` of 2 worker
+processes while a thread kills (SIGKILL) a worker that has finished a subject in the middle of its
+next one, at 1/3 of the run. Checked: every job log says "done" exactly once (the interrupted
+subject twice "start"), every subject's outputs are byte-identical to the clean run's, no
+temporary file is left. The suite holds the 4-subject version
+(``tests/robustness/fault_cases.py::dask_worker_killed_mid_run``).
+
 Notes: each of the local pool's workers is a process of its own, reused for up to
 ``hfsmri.parallel.JOBS_PER_WORKER`` jobs and replaced when it dies (crash isolation), so the
 interpreter + import start-up (several seconds) is paid once per worker, not once per subject.
@@ -20,7 +29,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -78,6 +90,86 @@ def _run(bids: Path, out: Path, study: Path, labels: list[str], *extra: str) -> 
     return secs
 
 
+_START = re.compile(r"(sub-\w+): start \(.*pid (\d+)\)")
+
+
+def _job_states(logs: Path) -> dict:
+    """subject -> (pid of its latest attempt, in the func stage, done) from the job logs."""
+    states = {}
+    for p in logs.glob("sub-*.log"):
+        text = p.read_text()
+        starts = _START.findall(text)
+        if starts:
+            last = text[text.rfind(": start ("):]
+            states[p.stem] = (int(starts[-1][1]), "func stage" in last, "done in" in last)
+    return states
+
+
+def faults(n: int, volumes: int, keep: Path | None) -> int:
+    """Load + faults: ``n`` subjects with --nprocs 2, then on a 2-worker dask cluster with one
+    worker killed mid-run; see the module docstring."""
+    import threading
+
+    from distributed import LocalCluster
+
+    from hfsmri.simulate import simulate_study
+
+    root = keep or Path(tempfile.mkdtemp(prefix="hfsmri_bench_faults_"))
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bids = root / "bids"
+    if not (bids / "participants.tsv").exists():
+        simulate_study(bids, n_patients=(n + 1) // 2, n_controls=n // 2, seed=0, resolution=4, n_volumes=volumes,
+                       deform=False, modalities=("func",))
+    print(f"simulated {n} subjects (func, 4 mm, {volumes} volumes) in {time.perf_counter() - t0:.0f} s", flush=True)
+    study = root / "study.yaml"
+    study.write_text(STUDY)
+    labels = sorted(p.name[4:] for p in bids.glob("sub-*"))
+    try:
+        pool = _run(bids, root / "out_pool", study, labels, "--nprocs", "2")
+        print(f"--nprocs 2: {n} subjects in {pool:.0f} s ({pool / n:.2f} s/subject)", flush=True)
+        out = root / "out_dask"
+        shutil.rmtree(out, ignore_errors=True)
+        killed: dict = {}
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=50) as cluster:
+            stop = threading.Event()
+
+            def killer():
+                while not stop.is_set() and not killed:
+                    st = _job_states(out / "logs") if (out / "logs").is_dir() else {}
+                    finished = [pid for pid, _, done in st.values() if done]
+                    if len(finished) >= n // 3:
+                        for sub, (pid, in_func, done) in st.items():
+                            if in_func and not done and pid in set(finished):
+                                os.kill(pid, signal.SIGKILL)
+                                killed[sub] = (pid, len(finished))
+                                break
+                    time.sleep(0.05)
+
+            t = threading.Thread(target=killer, daemon=True)
+            t.start()
+            try:
+                dk = _run(bids, out, study, labels, "--scheduler", cluster.scheduler_address)
+            finally:
+                stop.set()
+                t.join(10)
+        print(f"dask LocalCluster x2, one worker killed: {n} subjects in {dk:.0f} s ({dk / n:.2f} s/subject); "
+              f"killed: {killed}", flush=True)
+        done_counts = {p.stem: p.read_text().count(": done in ") for p in (out / "logs").glob("sub-*.log")}
+        start_counts = {p.stem: p.read_text().count(": start (") for p in (out / "logs").glob("sub-*.log")}
+        once = len(done_counts) == n and all(c == 1 for c in done_counts.values())
+        restarted = sorted(s for s, c in start_counts.items() if c > 1)
+        same = _identical(root / "out_pool", out)
+        leftovers = [p for p in out.rglob(".*") if p.is_file() and ".tmp" in p.name]
+        print(f"every subject done exactly once: {once}; started twice: {restarted}; outputs byte-identical to the "
+              f"--nprocs 2 run: {same}; temporary files left: {len(leftovers)}")
+        return 0 if (once and same and killed and not leftovers) else 1
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -85,7 +177,12 @@ def main(argv=None) -> int:
     ap.add_argument("--volumes", type=int, default=None, help="BOLD volumes per subject (default 60)")
     ap.add_argument("--dask", action="store_true", help="also run on a 2-worker dask LocalCluster")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temporary)")
+    ap.add_argument("--faults", type=int, default=None, metavar="N",
+                    help="load + faults: N subjects, --nprocs 2, then dask with a worker killed (see above)")
     args = ap.parse_args(argv)
+    if args.faults:
+        logging.getLogger("hfsmri").setLevel(logging.WARNING)
+        return faults(args.faults, args.volumes or 40, args.keep)
     sizes = [int(s) for s in (args.sizes or ("2,4" if args.quick else "4,8,16")).split(",")]
     volumes = args.volumes or (40 if args.quick else 60)
     logging.getLogger("hfsmri").setLevel(logging.WARNING)

@@ -115,3 +115,35 @@ def reorder(img, order: str):
     cur = io_orientation(img.affine)
     tr = ornt_transform(cur, axcodes2ornt(tuple(order)))
     return img.as_reoriented(tr) if hasattr(img, "as_reoriented") else nib.funcs.as_closest_canonical(img)
+
+
+def with_neck(img, below_mm: float = 110.0, seed: int = 0):
+    """A RAS-stored head (Colin27) extended below its field of view by an emulated neck (the bottom
+    slices' tissue, tapering to 70 % over 60 mm) and shoulders (full-width soft tissue), as a
+    full-FOV scan with a neck coil records it (Colin27's field of view ends just below the
+    cerebellum). The original voxels are untouched; the grid grows by ``below_mm`` downwards."""
+    import nibabel as nib
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    d = np.asarray(img.dataobj, np.float32)
+    vz = abs(float(img.affine[2, 2]))
+    n = int(round(below_mm / vz))
+    nx, ny, nz = d.shape
+    ext = np.zeros((nx, ny, nz + n), np.float32)
+    ext[:, :, n:] = d
+    bottom = d[:, :, :3].mean(axis=2)
+    soft = float(np.median(d[d > np.percentile(d[d > 0], 50)]))
+    c = np.array(bottom.shape) / 2.0
+    for k in range(n):
+        depth = (n - k) * vz
+        if depth <= 60:
+            s = 1.0 - 0.3 * depth / 60
+            ext[:, :, k] = ndi.affine_transform(bottom, np.diag([1 / s, 1 / s]), offset=c * (1 - 1 / s), order=1)
+        else:
+            ext[:, int(ny * 0.25):int(ny * 0.75), k] = soft
+    ext[:, :, :n] += rng.normal(0, 3, size=(nx, ny, n)).astype(np.float32) * (ext[:, :, :n] > 0)
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, 3] - img.affine[:3, 2] * n
+    return nib.Nifti1Image(np.clip(ext, 0, None), aff)
+

@@ -6,6 +6,7 @@ traceback only with ``--debug``), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -104,8 +105,40 @@ def simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deform", action="store_true", help="no per-subject nonlinear deformation (fast tests)")
     p.add_argument("--n-sites", type=int, default=1, metavar="N")
     p.add_argument("--site-effects", action="store_true", help="add scanner offsets/scaling per site")
+    from .simulate.scanner import SLICE_ORDERS, T1W_DTYPES, USER_PRESET
+
+    g = p.add_argument_group("scanner", "how images are acquired and stored (docs/simulator.md); a preset, "
+                             "then single options that override it")
+    g.add_argument("--scanner", choices=("ideal", "realistic"), default=USER_PRESET,
+                   help="realistic (default): full head with face and neck, tilted head in the coil, oblique "
+                        "headers, mixed storage / voxel sizes / data types, bias field, slice timing; ideal: "
+                        "axis-aligned brain-and-skull images in MNI position (unit tests)")
+    g.add_argument("--full-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="T1w with face, neck and shoulders in a 256 mm field of view")
+    g.add_argument("--head-pose", choices=("ideal", "realistic"), help="head position in the coil")
+    g.add_argument("--oblique-deg", type=float, metavar="DEG", help="largest header rotation (0 = axis-aligned)")
+    g.add_argument("--anisotropy", metavar="none|mixed|I,J,K",
+                   help="voxel size along the stored axes relative to --resolution, e.g. 1,1,1.2")
+    g.add_argument("--t1w-orientation", metavar="mixed|CODE", help="T1w voxel order, e.g. PIR (sagittal), LPS, RAS")
+    g.add_argument("--epi-orientation", metavar="legacy|mixed|CODE", help="DWI/BOLD voxel order, e.g. LAS, LPS")
+    g.add_argument("--t1w-dtype", choices=(*T1W_DTYPES, "mixed"), help="T1w data type (mixed: also a random scale)")
+    g.add_argument("--bias", metavar="legacy|FRACTION", help="T1w bias field half-range, e.g. 0.2 (= ±20 %%)")
+    g.add_argument("--slice-timing", choices=("none", *SLICE_ORDERS, "mixed"), help="BOLD slice acquisition order")
     _add_common(p)
     return p
+
+
+def scanner_from_args(args) -> dict:
+    """The ``scanner`` argument of ``simulate_study`` from the simulate options (preset + overrides)."""
+    spec = {"preset": args.scanner}
+    for key in ("full_head", "head_pose", "oblique_deg", "anisotropy", "t1w_orientation", "epi_orientation",
+                "t1w_dtype", "slice_timing"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.bias is not None:
+        spec["bias"] = args.bias
+    return spec
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -190,7 +223,9 @@ def _is_inside(child: Path, parent: Path) -> bool:
 
 
 def validate_bids_app_args(args) -> None:
-    """Checks that need no data loading; each raises HfsmriError naming the thing at fault."""
+    """Checks that need no data loading and write nothing; each raises HfsmriError naming the
+    thing at fault. Nothing is ever written inside BIDS_DIR: OUTPUT_DIR and the work directory
+    must lie outside it."""
     bids = args.bids_dir
     if not bids.exists():
         raise HfsmriError("BIDS_DIR does not exist", path=bids)
@@ -199,8 +234,13 @@ def validate_bids_app_args(args) -> None:
     if _is_inside(args.output_dir, bids):
         raise HfsmriError(f"OUTPUT_DIR {args.output_dir} is inside BIDS_DIR; choose a folder outside the raw "
                           "dataset (e.g. next to it)", path=bids)
+    if args.work_dir is not None and _is_inside(args.work_dir, bids):
+        raise HfsmriError(f"the work directory (-w) {args.work_dir} is inside BIDS_DIR; choose a folder outside the "
+                          "raw dataset (nothing is ever written inside BIDS_DIR)", path=bids)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise HfsmriError("OUTPUT_DIR exists and is not a directory", path=args.output_dir)
+    if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
+        raise HfsmriError("the work directory (-w) exists and is not a directory", path=args.work_dir)
     if args.study is not None:
         if not args.study.exists():
             raise HfsmriError("study file does not exist", path=args.study)
@@ -212,35 +252,90 @@ def validate_bids_app_args(args) -> None:
             raise HfsmriError(f"--{opt.replace('_', '-')} must be at least 1, got {v}")
     if args.mem_mb is not None and args.mem_mb <= 0:
         raise HfsmriError(f"--mem-mb must be positive, got {args.mem_mb}")
+    if args.analysis_level == "group" and args.study is None:
+        raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
 
 
-def _write_run_info(args, study, dataset, out, skipped: dict) -> None:
-    """Bookkeeping for the report: included participants, inputs per subject, run settings."""
-    from .derivatives import save_tsv_atomic, write_json_atomic
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and write (then delete) a small probe file in it, so that a
+    read-only, full or forbidden folder is one clear :class:`~hfsmri.errors.StorageError` before
+    any job starts (``os.access`` misses read-only mounts and full disks)."""
+    import errno
+    import tempfile
 
-    parts = study.participants.copy()
-    save_tsv_atomic(parts, args.output_dir / "participants.tsv")
-    save_tsv_atomic(dataset.table(), out.logs_dir / "inputs.tsv")
-    info = {"bids_dir": str(args.bids_dir.resolve()), "study": str(args.study) if args.study else None,
+    from .derivatives import _host_tag
+    from .errors import STORAGE_ERRNOS, StorageError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".hfsmri_write_probe.{_host_tag()}-{os.getpid()}-", suffix=".tmp",
+                                     dir=folder)
+        try:
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+    except OSError as exc:
+        reason = STORAGE_ERRNOS[exc.errno][0] if exc.errno in STORAGE_ERRNOS else (exc.strerror or str(exc))
+        hint = "free some space or choose another folder" if exc.errno == errno.ENOSPC else \
+            "choose a folder you can write to"
+        raise StorageError(f"{what} is not writable ({reason}); {hint}", path=folder, errno_=exc.errno) from None
+
+
+def _clean_leftovers(args, out_dir: Path, work: Path, log) -> None:
+    """Remove what killed runs left: our atomic-write temporaries in OUTPUT_DIR and the work
+    directory, and dead jobs' private temporary folders (never those of a job still running)."""
+    from .derivatives import remove_stale_temporaries
+    from .scratch import remove_stale_scratch, scratch_root
+
+    bids = args.bids_dir.resolve()
+    files = remove_stale_temporaries(out_dir, exclude=[bids, work])
+    files += remove_stale_temporaries(work, exclude=[bids, scratch_root(work)])
+    dirs = remove_stale_scratch(scratch_root(work))
+    if files or dirs:
+        log.info("removed %d temporary file(s) and %d temporary folder(s) left by interrupted runs",
+                 len(files), len(dirs))
+
+
+def _run_info(args, study, dataset, skipped: dict, considered: list, work: Path) -> dict:
+    """What a run record holds besides the bookkeeping of :class:`hfsmri.runlog.RunRecord`."""
+    inputs = dataset.table()
+    return {"bids_dir": str(args.bids_dir.resolve()), "output_dir": str(args.output_dir.resolve()),
+            "work_dir": str(work.resolve()), "study": str(args.study) if args.study else None,
             "excluded": dict(study.excluded), "flip_to": study.flip_to,
             "flipped": [f"sub-{s}" for s in study.labels if study.flipped(s)],
-            "participant_label": args.participant_label, "skip": list(args.skip),
-            "skipped_subjects": skipped,
-            "random_seed": args.random_seed if args.random_seed is not None else study.stats["random_seed"]}
-    if args.analysis_level == "group":  # keep what the participant level recorded
-        prev = out.logs_dir / "run_info_participant.json"
-        if prev.exists():
-            import json
+            "participant_label": args.participant_label, "session_label": args.session_label,
+            "skip": list(args.skip), "considered": considered, "skipped_subjects": skipped,
+            "inputs": inputs.astype(object).where(inputs.notna(), None).to_dict(orient="records"),
+            "random_seed": int(study.stats["random_seed"]), "nprocs": args.nprocs,
+            "omp_nthreads": args.omp_nthreads, "scheduler": args.scheduler}
 
-            info["skipped_subjects"] = json.loads(prev.read_text()).get("skipped_subjects", {})
-    write_json_atomic(out.logs_dir / f"run_info_{args.analysis_level}.json", info)
-    write_json_atomic(out.logs_dir / "run_info.json", info)
+
+def _write_tables(args, study, dataset, out) -> None:
+    """participants.tsv (included participants) and logs/inputs.tsv (inputs per subject; at the
+    group level merged over every participant run)."""
+    import pandas as pd
+
+    from .derivatives import save_tsv_atomic
+    from .runlog import merged_participant_runs
+
+    save_tsv_atomic(study.participants.copy(), args.output_dir / "participants.tsv")
+    table = dataset.table()
+    if args.analysis_level == "group":
+        _, rows = merged_participant_runs(out.logs_dir)
+        if rows:
+            table = pd.DataFrame(rows)
+    save_tsv_atomic(table, out.logs_dir / "inputs.tsv")
 
 
 def run_bids_app(args) -> int:
     from .bids import discover
     from .derivatives import Derivatives
-    from .pipeline import RunOptions, check_dataset, run_group_level, run_participant_level
+    from .parallel import JobFailed
+    from .pipeline import RunOptions, check_dataset, run_group_level, run_participant_level, work_root
+    from .runlog import RunRecord, merged_participant_runs
     from .study import Study
 
     level = setup_logging(args.verbose, args.debug)
@@ -249,6 +344,10 @@ def run_bids_app(args) -> int:
     if args.analysis_level == "group" and args.study is None:
         raise HfsmriError("the group level needs --study study.yaml (groups, covariates, clinical scores)")
     study = Study.from_bids(args.bids_dir, args.study, level=args.analysis_level)  # group sizes: group level only
+    if args.analysis_level == "group":  # before anything is written: a mistyped OUTPUT_DIR is not created
+        from .pipeline import require_participant_outputs
+
+        require_participant_outputs(args.output_dir)
     dataset = discover(args.bids_dir, args.participant_label, args.session_label, args.derivatives)
     if args.participant_label:
         wanted = {s.replace("sub-", "") for s in args.participant_label}
@@ -260,40 +359,67 @@ def run_bids_app(args) -> int:
                          scheduler=args.scheduler, random_seed=args.random_seed,
                          stop_on_first_crash=args.stop_on_first_crash, skip=tuple(args.skip),
                          work_dir=args.work_dir, log_level=level, on_bad_input=args.on_bad_input)
+    # the seed actually used, everywhere: --random-seed overrides study.yaml (run records,
+    # study.resolved.yaml, the group statistics and their sidecars, the methods text)
+    from .pipeline import resolve_seed
+
+    study.stats["random_seed"] = resolve_seed(study, options)
+    considered = sorted(si.key for si in dataset.inputs.values() if si.subject in study.participants.index)
     skipped = check_dataset(study, dataset, options) if args.analysis_level == "participant" else {}
+    work = work_root(args.output_dir, args.work_dir)
+    check_writable(args.output_dir, "OUTPUT_DIR")
+    check_writable(work, "the work directory" + (" (-w)" if args.work_dir else " (OUTPUT_DIR/work)"))
+    _clean_leftovers(args, args.output_dir, work, log)
     out = Derivatives(args.output_dir, source_datasets=[{"URL": f"file://{args.bids_dir.resolve()}"}])
     study.write_resolved(args.output_dir)
-    _write_run_info(args, study, dataset, out, skipped)
-    log.info("study: %d patients, %d controls; analyses: %s", len(study.subjects_in("patient")),
-             len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip))
-    if args.analysis_level == "participant":
-        from .parallel import JobFailed
+    info = _run_info(args, study, dataset, skipped, considered, work)
+    if args.analysis_level == "group":  # what every participant run left out, and why
+        info["skipped_subjects"] = merged_participant_runs(out.logs_dir)[0]
+        info.pop("considered")
+    _write_tables(args, study, dataset, out)
+    record = RunRecord(out.logs_dir, args.analysis_level, info)
+    record.write()
+    log.info("study: %d patients, %d controls; analyses: %s; random seed %d", len(study.subjects_in("patient")),
+             len(study.subjects_in("control")), ", ".join(a for a in study.analyses if a not in args.skip),
+             study.stats["random_seed"])
+    try:
+        if args.analysis_level == "participant":
+            try:
+                results = run_participant_level(study, dataset, out, options)
+            except JobFailed as exc:
+                r = exc.result
+                if r.fatal:  # full disk / quota / read-only: one line, the run stops
+                    raise HfsmriError(f"{r.name}: {r.error}") from None
+                raise HfsmriError(f"stopped at the first crash: {r.name}: {r.error} (log: {r.log_file})") from None
+            failed = [r for r in results if not r.ok]
+            for r in results:
+                log.info("%s: %s in %.1f s%s", r.name, "ok" if r.ok else "FAILED", r.seconds,
+                         f" (peak {r.peak_mb:.0f} MB)" if r.peak_mb else "")
+            if failed:
+                for r in failed:
+                    log.error("%s failed: %s (log: %s)", r.name, r.error, r.log_file)
+                record.finish("failed", results)
+                raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed (logs in "
+                                  f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
+            record.finish("ok", results)
+            return 0
+        run_group_level(study, out, options)
+        report = Path(args.output_dir) / "report.html"
+        if not args.no_report and getattr(options, "group_reused", False) and report.exists():
+            log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", report)
+        elif not args.no_report:
+            from .report import build_report
 
-        try:
-            results = run_participant_level(study, dataset, out, options)
-        except JobFailed as exc:
-            raise HfsmriError(f"stopped at the first crash: {exc.result.name}: {exc.result.error} "
-                              f"(log: {exc.result.log_file})") from None
-        failed = [r for r in results if not r.ok]
-        for r in results:
-            log.info("%s: %s in %.1f s%s", r.name, "ok" if r.ok else "FAILED", r.seconds,
-                     f" (peak {r.peak_mb:.0f} MB)" if r.peak_mb else "")
-        if failed:
-            for r in failed:
-                log.error("%s failed: %s (log: %s)", r.name, r.error, r.log_file)
-            raise HfsmriError(f"{len(failed)} of {len(results)} participant job(s) failed (logs in "
-                              f"{out.logs_dir}):\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in failed))
+            path = build_report(args.output_dir, n_jobs=options.nprocs)
+            log.info("report: %s", path)
+        record.finish("ok")
         return 0
-    run_group_level(study, out, options)
-    report = Path(args.output_dir) / "report.html"
-    if not args.no_report and getattr(options, "group_reused", False) and report.exists():
-        log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", report)
-    elif not args.no_report:
-        from .report import build_report
-
-        path = build_report(args.output_dir, n_jobs=options.nprocs)
-        log.info("report: %s", path)
-    return 0
+    except BaseException as exc:
+        if record.data["status"] == "running":
+            with contextlib.suppress(Exception):  # the record must not hide the error (e.g. disk full)
+                record.finish("stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                              error=str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def run_simulate(args) -> int:
@@ -306,7 +432,7 @@ def run_simulate(args) -> int:
     path = simulate_study(args.output_bids_dir, n_patients=args.n_patients, n_controls=args.n_controls,
                           seed=args.seed, sessions=sessions, effects=args.effects, resolution=args.resolution,
                           n_dirs=args.n_dirs, n_volumes=args.n_volumes, deform=not args.no_deform,
-                          n_sites=args.n_sites, site_effects=args.site_effects)
+                          n_sites=args.n_sites, site_effects=args.site_effects, scanner=scanner_from_args(args))
     print(path)
     return 0
 
@@ -369,6 +495,14 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"hfsmri: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, quota or read-only folder is the user's to fix, not a bug
+        from .errors import storage_error
+
+        err = storage_error(exc)
+        if err is None or debug:
+            raise
+        print(f"hfsmri: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hfsmri: interrupted", file=sys.stderr)

@@ -5,10 +5,17 @@
   participant id or parameter can write outside OUTPUT_DIR).
 * Atomic writes: every file is written to a hidden temporary name in its final folder and
   renamed with :func:`os.replace`; a crash leaves no partial output under the final name.
+  Temporary names carry the writer's host and pid (``.<name>.<host>-<pid>-<random>.tmp<ext>``):
+  :func:`remove_stale_temporaries` deletes those of dead processes (and any older than
+  :data:`STALE_TEMP_SECONDS`) at the next start, never those of a job still writing.
 * Provenance: every image/table gets a JSON sidecar with the software version, the parameters,
-  the input files with their SHA-256, and a ``ProvenanceHash`` over (parameters, input hashes,
-  hfsmri major.minor). :meth:`Derivatives.is_done` compares that hash, so a re-run skips finished
-  work and a changed parameter or input re-creates exactly the outputs that depend on it.
+  the input files with their SHA-256, a ``ProvenanceHash`` over (parameters, input hashes,
+  hfsmri major.minor) and the output's own size and SHA-256 (``Integrity``).
+  :meth:`Derivatives.is_done` compares the hash and checks the output against its recorded size
+  and checksum, so a re-run skips finished work, a changed parameter or input re-creates exactly
+  the outputs that depend on it, and a truncated or corrupt output is re-created.
+* Reading participant outputs back (group level): :func:`read_derivative` reads an image or table
+  completely, checks it against its recorded size/checksum and names the file when it cannot.
 """
 from __future__ import annotations
 
@@ -16,14 +23,17 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import __version__
-from .errors import HfsmriError
+from .errors import HfsmriError, InputDataError, storage_error
 
 PIPELINE_NAME = "hfsmri"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
@@ -105,27 +115,106 @@ def _umask() -> int:
     return mask
 
 
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname().split(".")[0])[:40] or "host"
+
+
+#: temporaries of :func:`atomic_path`: ``.<final name>.<host>-<pid>-<random>.tmp[<ext>]`` (the
+#: host-pid part is absent in names written by hfsmri before 2026-11-25)
+TEMP_RE = re.compile(r"^\.(?P<final>.+)\.(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-)?[A-Za-z0-9_]{8}\.tmp(?:\.[A-Za-z0-9.]+)?$")
+#: a temporary of a live process on this host is never removed; any other is removed after this
+#: many seconds without modification (an atomic write takes seconds; other hosts' pids cannot be checked)
+STALE_TEMP_SECONDS = 3600.0
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path):
     """Yield a temporary path in ``final``'s folder; rename it to ``final`` on success only.
 
     The temporary name keeps the final suffixes (``.nii.gz``, ``.tsv``) so writers that look at the
-    extension work. On any exception the temporary file is removed and nothing appears at ``final``.
+    extension work, and carries this process's host and pid (see :data:`TEMP_RE`). On any exception
+    the temporary file is removed and nothing appears at ``final``; a full disk, an exceeded quota
+    or a read-only file system raises :class:`~hfsmri.errors.StorageError` naming ``final``.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{_host_tag()}-{os.getpid()}-", suffix=f".tmp{suffix}",
+                                   dir=final.parent)
+    except OSError as exc:
+        err = storage_error(exc, final)
+        if err is None:
+            raise
+        raise err from None
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        err = storage_error(exc, final) if isinstance(exc, OSError) else None
+        if err is None or not err.fatal:  # EACCES etc. may concern a file the writer reads: not ours to name
+            raise
+        raise err from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _is_stale(path: Path, host: str | None, pid: str | None, now: float, max_age: float) -> bool:
+    """A temporary is stale when its writer (same host) is dead, or it was not modified for
+    ``max_age`` seconds (other hosts, names without an owner)."""
+    if host is not None and host == _host_tag() and pid is not None:
+        if int(pid) == os.getpid():
+            return False
+        if not _pid_alive(int(pid)):
+            return True
+    try:
+        return now - path.lstat().st_mtime > max_age
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temporaries(root: str | Path, exclude: Iterable[str | Path] = (),
+                             max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the leftover temporaries of :func:`atomic_path` under ``root`` (a killed or failed
+    run's partial files); returns the removed paths.
+
+    Only names matching :data:`TEMP_RE` are touched, and of those only the ones whose writing
+    process is dead (same host) or that were not modified for ``max_age`` seconds, so temporaries
+    of a job writing concurrently (e.g. another array job into the same OUTPUT_DIR) are kept.
+    Folders in ``exclude`` (e.g. BIDS_DIR when it lies inside ``root``) are not entered.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    skip = {os.path.realpath(p) for p in exclude}
+    removed, now = [], time.time()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip]
+        for name in filenames:
+            if not name.startswith(".") or ".tmp" not in name:
+                continue
+            m = TEMP_RE.match(name)
+            if m is None:
+                continue
+            p = Path(dirpath) / name
+            if _is_stale(p, m.group("host"), m.group("pid"), now, max_age):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -151,8 +240,8 @@ def save_nifti_atomic(img, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         if path.name.endswith(".gz"):
             raw = tmp.with_name(tmp.name[:-3])
-            nib.save(img, raw)
-            try:
+            try:  # the uncompressed temporary is removed whatever fails (nib.save itself included)
+                nib.save(img, raw)
                 with open(raw, "rb") as src, open(tmp, "wb") as dst:
                     with gzip.GzipFile(filename="", mode="wb", fileobj=dst, mtime=0, compresslevel=GZIP_LEVEL) as gz:
                         for block in iter(lambda: src.read(1 << 20), b""):
@@ -169,6 +258,131 @@ def save_tsv_atomic(df, path: str | Path, index: bool = False) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=index, na_rep="n/a", float_format="%.10g", lineterminator="\n")
     return Path(path)
+
+
+#: sidecar key holding the output file's own size (bytes) and SHA-256, written with the file
+INTEGRITY_KEY = "Integrity"
+
+_log = logging.getLogger("hfsmri")
+
+
+def integrity_record(path: str | Path) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of a file (recorded in its sidecar under :data:`INTEGRITY_KEY`)."""
+    p = Path(path)
+    return {"size": p.stat().st_size, "sha256": file_sha256(p)}
+
+
+def _gzip_intact(path: Path) -> str | None:
+    """Decompress a gzip file completely (the trailer's CRC-32 and length are checked)."""
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        return f"truncated or corrupt ({type(exc).__name__}: {exc})"
+    return None
+
+
+def verify_output(path: str | Path, meta: Mapping | None = None) -> str | None:
+    """Why the derivative at ``path`` is damaged, or None when it is intact.
+
+    With an :data:`INTEGRITY_KEY` record in its sidecar (``meta``, read from the sidecar when
+    None): the size and the SHA-256 must match. Without one (outputs of older versions, or no
+    sidecar): a ``.gz`` file must decompress completely (gzip CRC); other files are accepted.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    if meta is None:
+        side = sidecar_path(p)
+        try:
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+        except (OSError, ValueError):
+            meta = {}
+    rec = meta.get(INTEGRITY_KEY) if isinstance(meta, Mapping) else None
+    if isinstance(rec, Mapping) and "size" in rec and "sha256" in rec:
+        size = p.stat().st_size
+        if size != int(rec["size"]):
+            return (f"truncated or damaged: {size} bytes, {int(rec['size'])} recorded when it was written")
+        if file_sha256(p) != rec["sha256"]:
+            return "damaged: its SHA-256 differs from the one recorded when it was written"
+        return None
+    if p.name.endswith(".gz"):
+        return _gzip_intact(p)
+    return None
+
+
+def _subject_hint(path: Path) -> str:
+    sub = next((part for part in path.parts if part.startswith("sub-")), None)
+    return (f"run the participant level again for {sub} (the damaged output is recomputed)" if sub
+            else "re-create it")
+
+
+def read_derivative(path: str | Path, **read_csv_kwargs):
+    """Read a participant-level output completely, for the group level: a NIfTI image (returned
+    as a nibabel image whose data are in memory, same dtype/scaling as ``nib.load``), a ``.tsv``
+    table (``pandas.read_csv(path, sep="\t", **read_csv_kwargs)``) or a ``.json`` object.
+
+    The file is checked against the size/SHA-256 recorded in its sidecar. A missing, truncated or
+    corrupt file raises :class:`~hfsmri.errors.InputDataError` naming it (never a bare EOFError
+    from deep in gzip/nibabel/pandas).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(f"participant output does not exist; {_subject_hint(p)}", path=p)
+    problem = verify_output(p) if not p.name.endswith(".gz") else None
+    if problem:
+        raise InputDataError(f"participant output is {problem}; {_subject_hint(p)}", path=p)
+    try:
+        if p.name.endswith((".nii", ".nii.gz")):
+            return _read_nifti_in_memory(p)
+        if p.suffix == ".tsv":
+            import pandas as pd
+
+            return pd.read_csv(p, sep="\t", **read_csv_kwargs)
+        if p.suffix == ".json":
+            return json.loads(p.read_text(encoding="utf-8"))
+        return p.read_bytes()
+    except InputDataError:
+        raise
+    except Exception as exc:  # EOFError, zlib.error, nibabel/pandas parse errors, ...
+        raise InputDataError(f"cannot read this participant output ({type(exc).__name__}: {exc}); it is "
+                             f"truncated or corrupt: {_subject_hint(p)}", path=p) from None
+
+
+def _read_nifti_in_memory(p: Path):
+    import nibabel as nib
+    import numpy as np
+
+    raw = p.read_bytes()
+    side = sidecar_path(p)
+    rec = None
+    if side.is_file():
+        try:
+            rec = json.loads(side.read_text()).get(INTEGRITY_KEY)
+        except (OSError, ValueError, AttributeError):
+            rec = None
+    if isinstance(rec, Mapping) and "size" in rec and "sha256" in rec:
+        if len(raw) != int(rec["size"]):
+            raise InputDataError(f"participant output is truncated or damaged: {len(raw)} bytes, {int(rec['size'])} "
+                                 f"recorded when it was written; {_subject_hint(p)}", path=p)
+        if hashlib.sha256(raw).hexdigest() != rec["sha256"]:
+            raise InputDataError("participant output is damaged: its SHA-256 differs from the one recorded when it "
+                                 f"was written; {_subject_hint(p)}", path=p)
+    data = gzip.decompress(raw) if p.name.endswith(".gz") else raw  # checks the gzip CRC
+    del raw
+    try:
+        img = nib.Nifti1Image.from_bytes(data)
+    except Exception:
+        img = nib.Nifti2Image.from_bytes(data)
+    hdr = img.header
+    need = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * np.dtype(hdr.get_data_dtype()).itemsize
+    if len(data) < need:
+        raise InputDataError(f"participant output is truncated: {len(data)} bytes of image data, {need} expected; "
+                             f"{_subject_hint(p)}", path=p)
+    return img
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -262,7 +476,8 @@ class Derivatives:
         return d
 
     # ------------------------------------------------------------------ provenance
-    def _sidecar(self, sidecar: Mapping | None, inputs: Iterable, params: Mapping | None) -> dict:
+    def _sidecar(self, sidecar: Mapping | None, inputs: Iterable, params: Mapping | None,
+                 output: Path | None = None) -> dict:
         inputs = [Path(p) for p in inputs]
         content = dict(sidecar or {})
         content.setdefault("GeneratedBy", {"Name": PIPELINE_NAME, "Version": __version__})
@@ -271,6 +486,8 @@ class Derivatives:
         if inputs:
             content["Sources"] = [{"path": self._rel(p), "sha256": file_sha256(p)} for p in inputs]
         content["ProvenanceHash"] = provenance_hash(inputs, params)
+        if output is not None:
+            content[INTEGRITY_KEY] = integrity_record(output)
         return content
 
     def _rel(self, p: Path) -> str:
@@ -280,16 +497,24 @@ class Derivatives:
             return str(p)
 
     def is_done(self, path: str | Path, inputs: Iterable = (), params: Mapping | None = None) -> bool:
-        """True when ``path`` and its sidecar exist and the sidecar's ProvenanceHash matches."""
+        """True when ``path`` and its sidecar exist, the sidecar's ProvenanceHash matches and the
+        file is intact (:func:`verify_output`: recorded size and SHA-256). A damaged output is
+        logged as a warning and reported as not done, so the stage re-creates it."""
         path = Path(path)
         side = sidecar_path(path)
         if not (path.exists() and side.exists()):
             return False
         try:
-            stored = json.loads(side.read_text()).get("ProvenanceHash")
-            return stored == provenance_hash([Path(p) for p in inputs], params)
-        except (OSError, ValueError):
+            meta = json.loads(side.read_text())
+            if meta.get("ProvenanceHash") != provenance_hash([Path(p) for p in inputs], params):
+                return False
+        except (OSError, ValueError, AttributeError):
             return False
+        problem = verify_output(path, meta)
+        if problem:
+            _log.warning("%s: %s; it is recomputed", self._rel(path), problem)
+            return False
+        return True
 
     # ------------------------------------------------------------------ writers
     def save_nifti(self, img, path: str | Path, sidecar: Mapping | None = None, inputs: Iterable = (),
@@ -301,7 +526,7 @@ class Derivatives:
         with contextlib.suppress(FileNotFoundError):
             side.unlink()  # an old sidecar must not mark a half-replaced output as done
         save_nifti_atomic(img, path)
-        write_json_atomic(side, self._sidecar(sidecar, inputs, params))
+        write_json_atomic(side, self._sidecar(sidecar, inputs, params, output=path))
         return path
 
     def save_tsv(self, df, path: str | Path, sidecar: Mapping | None = None, inputs: Iterable = (),
@@ -312,7 +537,7 @@ class Derivatives:
         with contextlib.suppress(FileNotFoundError):
             side.unlink()
         save_tsv_atomic(df, path, index=index)
-        write_json_atomic(side, self._sidecar(sidecar, inputs, params))
+        write_json_atomic(side, self._sidecar(sidecar, inputs, params, output=path))
         return path
 
     def save_json(self, obj, path: str | Path) -> Path:

@@ -5,6 +5,7 @@ bug in hfsmri and is shown with a traceback.
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -48,3 +49,50 @@ class InputDataError(HfsmriError):
 
 class DesignError(HfsmriError):
     """A statistical design cannot be estimated (rank deficiency, constant or missing column)."""
+
+
+class StorageError(HfsmriError):
+    """A file or folder cannot be written: disk full, quota exceeded, read-only file system, no
+    permission. ``fatal`` is True when no further job can succeed either (the run stops)."""
+
+    def __init__(self, message: str, path: str | Path | None = None, errno_: int | None = None,
+                 fatal: bool = True):
+        super().__init__(message, path=path)
+        self.errno = errno_
+        self.fatal = fatal
+
+
+def _storage_errnos() -> dict:
+    e = errno
+    out = {e.ENOSPC: ("no space left on device", True), e.EROFS: ("read-only file system", True),
+           e.EACCES: ("permission denied", False), e.EPERM: ("operation not permitted", False)}
+    if hasattr(e, "EDQUOT"):
+        out[e.EDQUOT] = ("disk quota exceeded", True)
+    return out
+
+
+#: errno -> (what it means, whether the whole run must stop)
+STORAGE_ERRNOS = _storage_errnos()
+
+
+def storage_error(exc: BaseException, path: str | Path | None = None, where: str | None = None) -> StorageError | None:
+    """The :class:`StorageError` for an ``OSError`` caused by the storage (full disk, quota,
+    read-only file system, permissions), naming ``path`` (else the file in the exception; else
+    the folders described by ``where``, e.g. "OUTPUT_DIR /x or the work directory /y": a failed
+    ``write()`` does not say which file). None for any other exception. A StorageError naming a
+    file is returned unchanged."""
+    if isinstance(exc, StorageError):
+        if exc.path is None and where:
+            return StorageError(exc.message.replace("cannot write:", f"cannot write in {where}:", 1),
+                                errno_=exc.errno, fatal=exc.fatal)
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    what, fatal = STORAGE_ERRNOS[exc.errno]
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        hint = "free some space (or point OUTPUT_DIR / -w elsewhere) and run the same command again: finished work is kept"
+    else:
+        hint = "choose a folder you can write to"
+    target = path if path is not None else (exc.filename or None)
+    place = f" in {where}" if target is None and where else ""
+    return StorageError(f"cannot write{place}: {what}; {hint}", path=target, errno_=exc.errno, fatal=fatal)

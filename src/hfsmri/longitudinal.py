@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .derivatives import read_derivative
 from .errors import DesignError
 
 log = logging.getLogger("hfsmri.longitudinal")
@@ -105,7 +106,7 @@ def change_maps(study, maps: dict, mask: np.ndarray, subjects: list[str]) -> np.
     pre, post = session_pair(study)
 
     def load(v):
-        img = nib.load(str(v)) if isinstance(v, (str, Path)) else v
+        img = read_derivative(v) if isinstance(v, (str, Path)) else v
         return np.asarray(img.get_fdata(), dtype=np.float64)[mask]
 
     by_key = {(_lab(s), ses): v for (s, ses), v in maps.items()}
@@ -200,10 +201,11 @@ def _map_present(v) -> bool:
 
 
 def _as_image(v):
-    """Load a path (str / Path) with nibabel; an image object is returned unchanged."""
-    import nibabel as nib
+    """Load a path (str / Path) completely (:func:`hfsmri.derivatives.read_derivative`: a damaged file
+    is an error naming it); an image object is returned unchanged."""
+    from hfsmri.derivatives import read_derivative
 
-    return nib.load(str(v)) if isinstance(v, (str, Path)) else v
+    return read_derivative(v) if isinstance(v, (str, Path)) else v
 
 
 def run_longitudinal_maps(gctx, analysis: str, metric: str, path_of, *, flip: bool = False, base_mask=None,

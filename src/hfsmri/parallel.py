@@ -10,13 +10,23 @@
   (:func:`thread_limits`: the environment variables of :data:`THREAD_ENV`, set before a pool worker
   imports numpy, plus threadpoolctl and ``numba.set_num_threads`` for libraries already loaded), so
   a job gets the same thread count in-process (``nprocs=1``), in a pool worker or on a dask worker.
+  ``NUMBA_NUM_THREADS`` is never changed in a process where numba may have started its thread
+  pool: numba re-reads it before every compilation and raises ``RuntimeError: Cannot set
+  NUMBA_NUM_THREADS ...`` if it differs from the running pool; it is only set in a new worker
+  process before numba is imported there (:func:`_worker_init`); ``numba.set_num_threads`` is the
+  runtime cap everywhere.
   With ``omp_nthreads`` given, that count does not depend on ``nprocs`` (required for
   bit-identical results: BLAS reductions and ITK/ANTs registration depend on the thread count).
 * Memory: each job's estimate (``Job.mem_mb``) bounds the concurrency under ``mem_mb``; the
   estimate and the measured peak resident memory (Linux ``VmHWM``, reset at the job start) are
   logged for every job and returned in :class:`JobResult`.
 * Logs: each job writes ``OUTPUT_DIR/logs/<job name>.log``; failures are collected and reported at
-  the end (or raised at once with ``stop_on_first_crash``).
+  the end (or raised at once with ``stop_on_first_crash``). A job log that cannot be written (full
+  disk) is switched off after its first failed record instead of printing a "Logging error"
+  traceback per record.
+* Storage faults: a job ending with a full disk, an exceeded quota or a read-only file system
+  (:class:`~hfsmri.errors.StorageError` with ``fatal``) stops the run like ``stop_on_first_crash``:
+  every further job would fail the same way.
 """
 from __future__ import annotations
 
@@ -28,13 +38,17 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+#: thread-count variables set for a job (in its process and for processes it starts)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+              "VECLIB_MAXIMUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+#: numba's pool size: fixed when numba's threads start; set only in a fresh worker (:func:`_worker_init`)
+NUMBA_ENV = "NUMBA_NUM_THREADS"
 
 log = logging.getLogger("hfsmri")
 
@@ -61,6 +75,7 @@ class JobResult:
     peak_mb: float | None = None
     log_file: str | None = None
     mem_mb: float | None = None  # the job's memory estimate
+    fatal: bool = False  # full disk / quota / read-only file system: no further job can succeed
 
 
 class JobFailed(RuntimeError):
@@ -110,7 +125,11 @@ def thread_limits(n: int | None):
     * environment variables :data:`THREAD_ENV` (libraries loaded later, ITK when it first starts
       threads, child processes);
     * ``threadpoolctl`` for BLAS / OpenMP runtimes already loaded;
-    * ``numba.set_num_threads`` (numba is imported first so that its pool size is unaffected).
+    * ``numba.set_num_threads`` (the runtime knob; at most the size of numba's pool).
+
+    ``NUMBA_NUM_THREADS`` itself is not touched here, whatever the import order: numba compares it
+    with its running pool before every compilation and fails if it changed (a fresh install, whose
+    kernels are not cached yet, compiles during the job).
 
     Everything is restored on exit. ``n`` None or 0: no change.
     """
@@ -148,6 +167,35 @@ def thread_limits(n: int | None):
                 os.environ[k] = v
 
 
+def _worker_init(omp: int) -> None:
+    """Initializer of a spawned pool worker: thread caps before the job's modules are imported.
+    ``NUMBA_NUM_THREADS`` is set only while numba is not imported in this process (its pool size
+    is then ``omp``); afterwards it is left alone (see :func:`thread_limits`)."""
+    os.environ.update(thread_env(omp))
+    if "numba" not in sys.modules:
+        os.environ[NUMBA_ENV] = str(max(1, int(omp)))
+
+
+class _JobLogHandler(logging.FileHandler):
+    """The job's log file; after the first record that cannot be written (disk full, quota, file
+    system gone) it stays silent instead of printing a "--- Logging error ---" traceback for every
+    further record. The job's own error is reported through its result."""
+
+    failed = False
+
+    def emit(self, record):
+        if self.failed:
+            return
+        super().emit(record)
+
+    def handleError(self, record):  # noqa: N802 - logging API
+        self.failed = True
+        with contextlib.suppress(Exception):
+            if self.stream is not None:
+                self.stream.close()
+        self.stream = None
+
+
 def job_threads() -> dict:
     """Thread settings seen by the current job (for logs and tests): environment caps, numba
     threads and the BLAS/OpenMP pools reported by threadpoolctl."""
@@ -167,22 +215,31 @@ def job_threads() -> dict:
     return out
 
 
-def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None) -> JobResult:
+def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthreads: int | None = None,
+            scratch: str | Path | None = None) -> JobResult:
     """Run one job in the current process, with its own log file; never raises.
 
     Threads are capped to ``omp_nthreads`` (:func:`thread_limits`) while the job runs, so a job
     gets the same thread count whether it runs in this process, a pool worker or a dask worker.
     The job's memory estimate and its measured peak resident memory are logged and returned.
+    With ``scratch`` (``<WORK_DIR>/tmp``) the job's temporary files go to a private folder there
+    (:func:`hfsmri.scratch.job_tempdir`), deleted when the job ends.
     """
+    from .scratch import job_tempdir
+
     logger = logging.getLogger("hfsmri")
     handler = None
     log_file = None
     if log_dir:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
         log_file = str(Path(log_dir) / f"{job.name}.log")
-        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        try:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            handler = _JobLogHandler(log_file, mode="a", encoding="utf-8")
+        except OSError:  # full disk / read-only: the job still runs (and reports the storage fault)
+            handler = None
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > level:
             logger.setLevel(level)
     per_job_peak = _reset_peak()
@@ -190,7 +247,7 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
     peak_kind = "peak memory" if per_job_peak else "process peak memory"
     t0 = time.perf_counter()
     try:
-        with thread_limits(omp_nthreads):
+        with thread_limits(omp_nthreads), job_tempdir(scratch):
             logger.info("%s: start (memory estimate %s, %s thread(s), pid %d)", job.name, est,
                         omp_nthreads or "default", os.getpid())
             value = job.fn(*job.args, **job.kwargs)
@@ -200,17 +257,20 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
         return JobResult(job.name, True, value=value, seconds=secs, peak_mb=peak, log_file=log_file,
                          mem_mb=job.mem_mb)
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt in workers
-        from .errors import HfsmriError
+        from .errors import HfsmriError, storage_error
 
         secs = time.perf_counter() - t0
         peak = _peak_mb()
         tb = traceback.format_exc()
+        storage = storage_error(exc)
+        if storage is not None:
+            exc = storage
         msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
         logger.error("%s: failed after %.1f s (%s %.0f MB, estimate %s): %s", job.name, secs, peak_kind, peak,
                      est, msg)
         logger.debug(tb)
         return JobResult(job.name, False, error=msg, traceback=tb, seconds=secs, peak_mb=peak,
-                         log_file=log_file, mem_mb=job.mem_mb)
+                         log_file=log_file, mem_mb=job.mem_mb, fatal=bool(storage is not None and storage.fatal))
     finally:
         if handler is not None:
             logger.removeHandler(handler)
@@ -236,7 +296,7 @@ def default_nprocs() -> int:
 def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | None = None,
              log_dir: str | Path | None = None, stop_on_first_crash: bool = False,
              scheduler: str | None = None, mem_mb: float | None = None, progress: bool | None = None,
-             level: int = logging.INFO) -> list[JobResult]:
+             level: int = logging.INFO, scratch: str | Path | None = None) -> list[JobResult]:
     """Run independent jobs; results are returned in the order of ``jobs``.
 
     Parameters
@@ -246,7 +306,11 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
     omp_nthreads : threads per job (default 1: results then do not depend on ``nprocs``; ANTs/ITK
         registration is reproducible only at a fixed thread count).
     scheduler : dask.distributed scheduler address; when given the jobs run there.
+    scratch : folder for the jobs' private temporary folders (``<WORK_DIR>/tmp``; see
+        :mod:`hfsmri.scratch`); None: the process's usual temporary folder.
     stop_on_first_crash : raise :class:`JobFailed` at the first failure (pending jobs cancelled).
+        A storage fault (``JobResult.fatal``: full disk, quota, read-only file system) always
+        stops the run this way.
     """
     if not jobs:
         return []
@@ -260,16 +324,16 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
         log.info("memory limit %.0f MB: running %d job(s) at a time (estimate %.0f MB each)",
                  mem_mb, workers, max(j.mem_mb or 0 for j in jobs))
     if scheduler:
-        return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level)
+        return _run_dask(jobs, scheduler, log_dir, stop_on_first_crash, omp, level, scratch)
     if workers == 1:
         results = []
         for job in _progress(jobs, progress):
-            res = run_one(job, log_dir, level, omp)
+            res = run_one(job, log_dir, level, omp, scratch)
             results.append(res)
-            if not res.ok and stop_on_first_crash:
+            if not res.ok and (stop_on_first_crash or res.fatal):
                 raise JobFailed(res)
         return results
-    return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
+    return _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level, scratch)
 
 
 def _progress(items, enabled):
@@ -294,12 +358,13 @@ class _Lane:
         self.pool: ProcessPoolExecutor | None = None
         self.n = 0
 
-    def run(self, job: Job, log_dir, level, omp) -> JobResult:
+    def run(self, job: Job, log_dir, level, omp, scratch=None) -> JobResult:
         if self.pool is None or self.n >= self.max_jobs:
             self.close()
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx)
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx, initializer=_worker_init,
+                                            initargs=(omp,))
         self.n += 1
-        fut = self.pool.submit(run_one, job, log_dir, level, omp)
+        fut = self.pool.submit(run_one, job, log_dir, level, omp, scratch)
         try:
             return fut.result()
         except BaseException as exc:  # noqa: BLE001 - worker died
@@ -317,13 +382,14 @@ class _Lane:
 JOBS_PER_WORKER = 8
 
 
-def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level) -> list[JobResult]:
+def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level, scratch=None) -> list[JobResult]:
     """``workers`` jobs at a time, each executor thread driving one worker process of its own
     (:class:`_Lane`): a shared ``ProcessPoolExecutor`` would be broken for every job by one dying
     worker, a fresh process per job pays the imports every time."""
     import threading
 
-    # Children inherit the environment at spawn time: cap threads before numpy is imported there.
+    # Children inherit the environment at spawn time: cap threads before numpy is imported there
+    # (NUMBA_NUM_THREADS is set by the worker's initializer, never in this process).
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update(thread_env(omp))
     ctx = mp.get_context("spawn")
@@ -337,7 +403,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
             lane = local.lane = _Lane(ctx, JOBS_PER_WORKER)
             with lock:
                 lanes.append(lane)
-        return lane.run(job, log_dir, level, omp)
+        return lane.run(job, log_dir, level, omp, scratch)
 
     results: dict[int, JobResult] = {}
     bar = None
@@ -360,7 +426,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level)
                     results[i] = res
                     if bar is not None:
                         bar.update(1)
-                    if not res.ok and stop_on_first_crash:
+                    if not res.ok and (stop_on_first_crash or res.fatal):
                         for f in pending:
                             f.cancel()
                         raise JobFailed(res)
@@ -394,23 +460,33 @@ def connect(address: str, timeout: float = 30.0):
                           field="--scheduler") from None
 
 
-def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level) -> list[JobResult]:
+def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level, scratch=None) -> list[JobResult]:
+    """Submit every job to the dask cluster. Each future is released as soon as its result is
+    here: a finished job's result then lives only on the client, so the loss of the worker that
+    ran it does not make the scheduler run that subject again. A job whose worker dies while it
+    runs is re-run by dask on another worker (up to ``distributed.scheduler.allowed-failures``
+    times); the re-run resumes from the outputs already written (skip-if-done)."""
     from distributed import as_completed
 
     client = address if not isinstance(address, str) else connect(address)
     try:
-        futures = [client.submit(run_one, job, log_dir, level, omp, key=f"hfsmri-{job.name}-{i}", pure=False)
-                   for i, job in enumerate(jobs)]
-        index = {f.key: i for i, f in enumerate(futures)}
+        futures = {f"hfsmri-{job.name}-{i}": client.submit(run_one, job, log_dir, level, omp, scratch,
+                                                            key=f"hfsmri-{job.name}-{i}", pure=False)
+                   for i, job in enumerate(jobs)}
+        index = {key: i for i, key in enumerate(futures)}
         results: dict[int, JobResult] = {}
-        for fut in as_completed(futures):
+        pending = as_completed(list(futures.values()))
+        for fut in pending:
+            i = index[fut.key]
             try:
                 res = fut.result()
             except BaseException as exc:
-                res = JobResult(jobs[index[fut.key]].name, False, error=f"dask task failed: {exc}")
-            results[index[fut.key]] = res
-            if not res.ok and stop_on_first_crash:
-                client.cancel(futures)
+                res = JobResult(jobs[i].name, False, error=f"dask task failed: {exc}")
+            results[i] = res
+            futures.pop(fut.key, None)
+            fut.release()
+            if not res.ok and (stop_on_first_crash or res.fatal):
+                client.cancel(list(futures.values()))
                 raise JobFailed(res)
         return [results[i] for i in range(len(jobs))]
     finally:

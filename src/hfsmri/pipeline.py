@@ -111,9 +111,14 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     """Run the stages of one subject; raises at the end if any stage failed.
 
     The subject's images are first read completely (truncated files, NaN, all-zero images are
-    reported here, naming the file, before any output is written).
+    reported here, naming the file, before any output is written). Leftover temporaries of a
+    killed earlier attempt at this subject are removed first (a job re-run by dask after its
+    worker died). A full disk (or quota, read-only file system) ends the job at once with that
+    one error.
     """
     from .bids import validate_inputs
+    from .derivatives import remove_stale_temporaries
+    from .errors import storage_error
 
     summary: dict = {"subject": ctx.subject, "session": ctx.session, "flipped": ctx.flip, "stages": {}}
     fpre = ctx.preprocessing.get("func", {})
@@ -121,6 +126,9 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
                                slice_timing=fpre.get("slice_timing", "auto"))
     if problems:
         raise HfsmriError("; ".join(str(p) for p in problems))
+    sub_dir = ctx.out.subject_dir(ctx.subject, ctx.session)
+    for p in remove_stale_temporaries(sub_dir):
+        ctx.log.info("removed a temporary file left by an interrupted run: %s", p.name)
     failures = []
     for stage in stages:
         ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
@@ -131,14 +139,14 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
             with ants_seed(ctx.seed):
                 summary["stages"][stage] = mod.run(ctx) or {}
         except Exception as exc:  # one stage failing must not hide the others' results
-            from .errors import HfsmriError as _E
-
-            msg = str(exc) if isinstance(exc, _E) else f"{type(exc).__name__}: {exc}"
-            ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, _E))
+            fatal = storage_error(exc, where=f"OUTPUT_DIR {ctx.out.root} or the work directory {ctx.work_dir}")
+            if fatal is not None and fatal.fatal:  # the other stages cannot write either
+                raise fatal from None
+            msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
+            ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
             failures.append(f"{stage}: {msg}")
             summary["stages"][stage] = {"error": msg}
-    path = ctx.out.subject_dir(ctx.subject, ctx.session) / (
-        f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
+    path = sub_dir / (f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
     ctx.out.save_json(summary, path)
     if failures:
         raise HfsmriError("; ".join(failures))
@@ -198,11 +206,25 @@ def check_dataset(study, dataset: Dataset, options: RunOptions) -> dict:
     return skipped
 
 
+def resolve_seed(study, options: RunOptions) -> int:
+    """The seed of a run: ``--random-seed`` when given, else study.yaml ``stats.random_seed``
+    (the one rule; the command line writes it back into ``study.stats`` so that every record —
+    run record, study.resolved.yaml, sidecars, methods text — shows the seed actually used)."""
+    if options.random_seed is not None:
+        return int(options.random_seed)
+    return int(study.stats.get("random_seed", 0))
+
+
+def work_root(output_dir: str | Path, work_dir: str | Path | None = None) -> Path:
+    """The work directory: ``-w`` (``work_dir``) or ``OUTPUT_DIR/work``."""
+    return Path(work_dir) if work_dir else Path(output_dir) / "work"
+
+
 def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOptions) -> list[Job]:
     """One :class:`~hfsmri.parallel.Job` per subject/session that has something to run."""
     analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
-    seed = options.random_seed if options.random_seed is not None else int(study.stats.get("random_seed", 0))
-    work_root = Path(options.work_dir) if options.work_dir else out.root / "work"
+    seed = resolve_seed(study, options)
+    root = work_root(out.root, options.work_dir)
     jobs = []
     for (sub, ses), si in sorted(dataset.inputs.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         if sub not in study.participants.index:
@@ -214,7 +236,7 @@ def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOpti
             continue
         ctx = ParticipantContext(
             subject=sub, session=ses, inputs=si, out=out,
-            work_dir=work_root / si.key, analyses=analyses,
+            work_dir=root / si.key, analyses=analyses,
             preprocessing=study.preprocessing, flip=study.flipped(sub), seed=seed,
             omp_nthreads=options.omp_nthreads or 1)
         jobs.append(Job(name=si.key, fn=run_participant_job, args=(ctx, stages), mem_mb=estimate_job_mb(si)))
@@ -224,9 +246,12 @@ def plan_participant(study, dataset: Dataset, out: Derivatives, options: RunOpti
 def run_participant_level(study, dataset: Dataset, out: Derivatives, options: RunOptions):
     jobs = plan_participant(study, dataset, out, options)
     log.info("participant level: %d job(s): %s", len(jobs), ", ".join(j.name for j in jobs) or "none")
+    from .scratch import scratch_root  # each job's temporaries: a private folder in <WORK_DIR>/tmp
+
     results = run_jobs(jobs, nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
                        log_dir=out.logs_dir, stop_on_first_crash=options.stop_on_first_crash,
-                       scheduler=options.scheduler, mem_mb=options.mem_mb, level=options.log_level)
+                       scheduler=options.scheduler, mem_mb=options.mem_mb, level=options.log_level,
+                       scratch=scratch_root(work_root(out.root, options.work_dir)))
     return results
 
 
@@ -269,6 +294,62 @@ def group_stage_key(study, out: Derivatives, stage: str, analyses: dict, stats: 
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
+def participant_output_files(root: Path, datatypes=None) -> list[Path]:
+    """Participant-level outputs under ``root`` (``sub-*/[ses-*/]<datatype>/*``, no hidden files),
+    optionally only those of the given datatype folders."""
+    files = []
+    for f in sorted(Path(root).glob("sub-*/**/*")):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        if datatypes is not None and f.parent.name not in datatypes:
+            continue
+        files.append(f)
+    return files
+
+
+def require_participant_outputs(root: Path) -> None:
+    """The group level needs participant outputs: an OUTPUT_DIR without any (a typo, the wrong
+    folder, the participant level not run yet) is an error naming the folder, not an empty report."""
+    root = Path(root)
+    if not root.is_dir():
+        raise HfsmriError("OUTPUT_DIR does not exist: the group level reads the participant outputs written there "
+                          "(run the participant level first, or check the path)", path=root)
+    for d in root.glob("sub-*"):
+        if d.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in d.rglob("*")):
+            return
+    raise HfsmriError("OUTPUT_DIR has no participant outputs (no sub-*/ folder with results): run the participant "
+                      "level first, or check the path", path=root)
+
+
+def damaged_participant_outputs(out: Derivatives, stage: str) -> list[str]:
+    """The participant outputs a group stage reads that are truncated or corrupt: checked against
+    the size and SHA-256 recorded in their sidecars (``.gz`` files without a record must
+    decompress; JSON files must parse). One line per damaged file."""
+    import json
+
+    from .derivatives import verify_output
+
+    damaged = []
+    for f in participant_output_files(out.root, GROUP_INPUT_DATATYPES.get(stage, ())):
+        if f.suffix == ".json":
+            try:
+                json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                damaged.append(f"{f}: unreadable JSON ({type(exc).__name__})")
+            continue
+        problem = verify_output(f)
+        if problem:
+            damaged.append(f"{f}: {problem}")
+    return damaged
+
+
+def _subject_of(text: str) -> str:
+    import re
+
+    found = re.findall(r"(?:^|/)(sub-[A-Za-z0-9]+)/", text)  # the last one: OUTPUT_DIR/sub-X/...
+    return found[-1] if found else "that subject"
+
+
 def _read_marker(path: Path) -> dict:
     """A group stage's marker ``{"key", "results", "outputs"}``; empty when missing or unreadable."""
     import json
@@ -291,15 +372,23 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
 
 
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
+    """Run the group stages. The seed actually used (:func:`resolve_seed`) is the ``random_seed``
+    of the statistics every stage gets; a stage whose participant inputs are damaged
+    (:func:`damaged_participant_outputs`) fails with the list of files instead of reading them."""
+    from .scratch import job_tempdir, scratch_root
+
+    require_participant_outputs(out.root)
     analyses = {k: v for k, v in study.analyses.items() if k not in set(options.skip)}
-    seed = options.random_seed if options.random_seed is not None else int(study.stats.get("random_seed", 0))
-    gctx = GroupContext(study=study, out=out, analyses=analyses, stats=dict(study.stats), seed=seed,
+    seed = resolve_seed(study, options)
+    stats = dict(study.stats)
+    stats["random_seed"] = seed
+    gctx = GroupContext(study=study, out=out, analyses=analyses, stats=stats, seed=seed,
                         nprocs=options.nprocs or 1, scheduler=options.scheduler,
-                        work_dir=Path(options.work_dir) if options.work_dir else out.root / "work")
+                        work_dir=work_root(out.root, options.work_dir))
     results, failures, reused = {}, [], []
     from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
 
-    with use_scheduler(options.scheduler):
+    with use_scheduler(options.scheduler), job_tempdir(scratch_root(gctx.work_dir)):
         for stage in group_stages(analyses):
             key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
@@ -311,11 +400,24 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
                 continue
             log.info("group level: %s stage", stage)
             try:
+                damaged = damaged_participant_outputs(out, stage)
+                if len(damaged) == 1:
+                    raise HfsmriError(f"participant output {damaged[0]}; run the participant level again for "
+                                      f"{_subject_of(damaged[0])} (it recomputes the damaged output)")
+                if damaged:
+                    raise HfsmriError(f"{len(damaged)} participant outputs are truncated or corrupt; run the "
+                                      "participant level again for these subjects (it recomputes them):\n    "
+                                      + "\n    ".join(damaged))
                 results[stage] = _stage_module(stage, "group").run(gctx) or {}
                 outputs = sorted(a for a in analyses if STAGE_OF.get(a) == stage
                                  and (out.root / "group" / a).is_dir())
                 out.save_json({"key": key, "results": results[stage], "outputs": outputs}, marker)
             except Exception as exc:
+                from .errors import storage_error
+
+                fatal = storage_error(exc)
+                if fatal is not None and fatal.fatal:  # disk full / read-only: nothing further can be written
+                    raise fatal from None
                 msg = str(exc) if isinstance(exc, HfsmriError) else f"{type(exc).__name__}: {exc}"
                 log.error("group %s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
                 failures.append(f"{stage}: {msg}")

@@ -270,6 +270,8 @@ class Study:
             raise err("must map covariate names to 'continuous' or 'categorical'", "covariate_types")
         covariate_types = {}
         for c in covariates:
+            if df[c].isna().all():
+                raise StudyError(f"covariate {c!r} has no values (n/a for every participant)", path=tsv, field=c)
             t = ctypes_cfg.get(c)
             if t is None:
                 t = "continuous" if pd.api.types.is_numeric_dtype(df[c]) else "categorical"
@@ -287,6 +289,12 @@ class Study:
 
         clinical = [need_column(c, "clinical") for c in as_list(cfg.get("clinical"), "clinical")]
         for c in clinical:
+            if df[c].isna().all():
+                raise StudyError(f"clinical score {c!r} has no values (n/a for every participant)", path=tsv, field=c)
+            if df.loc[gvals == groups["patient"], c].isna().all():
+                raise StudyError(f"clinical score {c!r} has no values for any patient (n/a for every "
+                                 f"{groups['patient']!r} participant; clinical correlations are computed within "
+                                 "patients)", path=tsv, field=c)
             if not pd.api.types.is_numeric_dtype(df[c]):
                 bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
                 raise StudyError(f"clinical score {c!r} must be numeric; non-numeric values: "

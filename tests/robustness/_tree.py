@@ -78,3 +78,66 @@ def stat_map(root: Path, files) -> dict:
         st = (Path(root) / f).stat()
         out[str(f)] = (st.st_ino, st.st_mtime_ns)
     return out
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under ``root`` (hidden ones included): relative path -> (kind, mode, SHA-256 of
+    files, link target of symlinks), to prove a run left a folder byte-identical."""
+    import hashlib
+    import os
+
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                snap[rel] = ("link", st.st_mode, os.readlink(p))
+            elif p.is_dir():
+                snap[rel] = ("dir", st.st_mode, None)
+            else:
+                snap[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
+    return snap
+
+
+SEED_STUDY = """\
+group_column: group
+groups: {patient: HFS, control: HC}
+covariates: []
+analyses:
+  reho: {}
+preprocessing:
+  func: {resolution: 4}
+stats: {n_perm: 20, tfce: false, random_seed: 0, voxelwise_clinical: false}
+"""
+
+
+def fabricate_func_outputs(out: Path, labels, groups, res: int = 4, seed: int = 0, effect: float = 0.8) -> None:
+    """Participant outputs the func group stage reads (``desc-zsmooth`` ReHo maps + QC table with
+    mean FD), written through :class:`hfsmri.derivatives.Derivatives` like the participant stage
+    does: smooth noise in the template mask, patients higher by ``effect`` in a frontal block.
+    A quick stand-in for running the participant level on many subjects."""
+    import pandas as pd
+    from scipy import ndimage
+
+    from hfsmri.derivatives import Derivatives
+    from hfsmri.func.group import GROUP_DESC
+    from hfsmri.func.participant import metric_path, qc_path
+    from hfsmri.spatial.templates import load_template
+
+    d = Derivatives(out)
+    tmpl = load_template("mask", res)
+    mask = np.asarray(tmpl.dataobj) > 0
+    rng = np.random.default_rng(seed)
+    block = np.zeros(mask.shape, bool)
+    block[mask.shape[0] // 3: mask.shape[0] // 2, mask.shape[1] // 2:, mask.shape[2] // 2:] = True
+    for s, g in zip(labels, groups):
+        a = ndimage.gaussian_filter(rng.normal(size=mask.shape), 1.0) * 3
+        if g == "HFS":
+            a[block] += effect
+        a = np.where(mask, a + 1.0, 0).astype(np.float32)
+        d.save_nifti(nib.Nifti1Image(a, tmpl.affine), metric_path(d, s, None, "reho", res, GROUP_DESC),
+                     sidecar={"Description": "fabricated test map"}, params={"fabricated": True, "sub": s})
+        d.save_tsv(pd.DataFrame({"participant_id": [f"sub-{s}"], "mean_fd": [0.1 + 0.01 * rng.random()]}),
+                   qc_path(d, s, None), params={"fabricated": True, "sub": s})

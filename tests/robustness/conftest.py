@@ -8,7 +8,10 @@ import pytest
 
 from hfsmri.cli import main
 
-from ._tree import FUNC_STUDY
+from ._tree import FUNC_STUDY, snapshot
+
+#: BIDS root -> snapshot taken when the study was simulated, before any run (nothing may change it)
+BIDS_SNAPSHOTS: dict = {}
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +24,7 @@ def func_study(tmp_path_factory) -> tuple[Path, Path]:
                           deform=False, modalities=("func",))
     study = root / "study.yaml"
     study.write_text(FUNC_STUDY)
+    BIDS_SNAPSHOTS[str(bids)] = snapshot(Path(bids))
     return Path(bids), study
 
 

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..derivatives import write_json_atomic
+from ..derivatives import read_derivative, write_json_atomic
 from ..errors import HfsmriError
 from ..spatial.templates import load_template
 
@@ -71,7 +71,7 @@ def _tissue(out, subjects, ses) -> pd.DataFrame:
     for s in subjects:
         p = out.path(s, ses, "anat", "stats", space=None, entities={"desc": "tissue"}, ext=".tsv")
         if p.exists():
-            rows[s] = pd.read_csv(p, sep="\t").iloc[0]
+            rows[s] = read_derivative(p).iloc[0]
     return pd.DataFrame(rows).T
 
 
@@ -157,7 +157,7 @@ def run(gctx) -> dict:
         gm = load_template("GM", res).get_fdata() >= 0.3
         allpos = np.ones(gm.shape, dtype=bool)
         for v in paths.values():
-            allpos &= nib.load(str(v)).get_fdata() > 0
+            allpos &= read_derivative(v).get_fdata() > 0
         mask = nib.Nifti1Image((gm & allpos).astype(np.uint8), load_template("GM", res).affine)
         d = out.group_dir("thickness", "thickness")
         n = _voxelwise(gctx, paths, mask, d, None, log)
@@ -174,7 +174,7 @@ def run(gctx) -> dict:
         for s in paths:
             tp = out.path(s, ses, "anat", "stats", space=None, entities={"desc": "thickness"}, ext=".tsv")
             if tp.exists():
-                t = pd.read_csv(tp, sep="\t")
+                t = read_derivative(tp)
                 rows[s] = pd.Series(t["thickness_mm"].to_numpy(), index=t["region"].to_numpy())
         table = pd.DataFrame(rows).T
         table = table.loc[:, table.notna().all(axis=0)]
@@ -199,7 +199,7 @@ def run(gctx) -> dict:
         for s in subjects:
             tp = out.path(s, ses, "anat", "stats", space=None, entities={"desc": "roivolumes"}, ext=".tsv")
             if tp.exists() and s in tiv.index:
-                t = pd.read_csv(tp, sep="\t")
+                t = read_derivative(tp)
                 rows[s] = pd.Series(t["volume_ml"].to_numpy(), index=t["region"].to_numpy())
         if len(rows) < 4:
             raise HfsmriError(f"ROI volumes: only {len(rows)} participants have ROI tables; at least 4 are needed")
@@ -220,7 +220,7 @@ def run(gctx) -> dict:
                 tp = out.path(s, ses_, "anat", "stats", space=None, entities={"desc": "roivolumes"}, ext=".tsv")
                 if not tp.exists():
                     return None
-                t = pd.read_csv(tp, sep="\t")
+                t = read_derivative(tp)
                 r = pd.Series(t["volume_ml"].to_numpy(dtype=float), index=t["region"].to_numpy())
                 return flip_table(r.to_frame(s).T, flipped).iloc[0]
             summary["roi_volumes_longitudinal"] = run_longitudinal_roi(

@@ -65,7 +65,7 @@ from .vbm import masked_average_warp, modulate, smooth
 
 ANAT_DEFAULTS = {"template_resolution": 2, "registration": "SyN", "brain_extraction": "template",
                  "bet_margin_mm": 5.0, "longitudinal": "midspace", "profile": "standard"}
-STAGE_VERSION = "5"
+STAGE_VERSION = "6"  # 6: NIfTI-stable ANTs geometry, robust FOV, multi-start affine (issue 19)
 # ``preprocessing.anat.profile`` (docs/anatomy.md has the speed/accuracy table):
 #   standard: Atropos twice (affine priors -> tissue SyN -> SyN priors), SyN 40x20x0;
 #   fast:     one Atropos pass (affine priors; it drives the SyN and is the final segmentation),
@@ -175,7 +175,9 @@ def _register_head(t1_n4, pre: dict, work: Path, key: str, seed: int, nthreads, 
     qc = {"bet_affine_vs_final_dice": qcmod.dice(m0, m1),
           "bet_affine_vs_final_volume_ratio": float(m1.sum() / max(m0.sum(), 1)),
           "bet_candidate": bet["bet_candidate"], "bet_retried": bool(bet["bet_retried"]),
-          "bet_outside_head": float(bet["bet_outside_head"])}
+          "bet_outside_head": float(bet["bet_outside_head"]),
+          "bet_template_correlation": float(bet["bet_template_correlation"]),
+          "bet_fov_removed_ml": float(bet["bet_fov_removed_ml"])}
     nib.save(mask, str(mask_path))
     meta_path.write_text(json.dumps({"key": key, "transforms": tr.__dict__, "timing": timing, "qc": qc}, indent=2))
     return tr, mask, timing, qc, seg0

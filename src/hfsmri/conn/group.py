@@ -49,6 +49,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from hfsmri.derivatives import read_derivative
 from hfsmri.conn.participant import conn_path, func_resolution, input_paths, params_for, seed_map_path
 from hfsmri.errors import DesignError, HfsmriError, InputDataError
 from hfsmri.longitudinal import is_longitudinal
@@ -109,7 +110,7 @@ def _group_mask(gctx, subjects, res, ses):
         _, mp = input_paths(gctx.out, s, ses, res)
         if not mp.exists():
             continue
-        img = nib.load(str(mp))
+        img = read_derivative(mp)
         m = _align(np.asarray(img.dataobj) > 0, img.affine, _flipped(gctx.study, s))
         if mask is None:
             mask, affine = m, img.affine
@@ -179,9 +180,9 @@ def _seed_fc(gctx, res, ses) -> dict:
         raw = {}
         for i, s in enumerate(have):
             fl = _flipped(study, s)
-            img = nib.load(str(seed_map_path(gctx.out, s, ses, res, name, smooth=True)))
+            img = read_derivative(seed_map_path(gctx.out, s, ses, res, name, smooth=True))
             Y[i] = _align(np.asarray(img.dataobj, dtype=np.float32), img.affine, fl)[mask]
-            rimg = nib.load(str(seed_map_path(gctx.out, s, ses, res, name)))
+            rimg = read_derivative(seed_map_path(gctx.out, s, ses, res, name))
             raw[s] = _align(np.asarray(rimg.dataobj, dtype=np.float32), rimg.affine, fl)
         out_dir = gctx.out.group_dir("seed_fc", f"seed-{name}")
         side = {"Seed": name, "SeedRegion": seed.description, "Input": "desc-fisherzsmooth_boldmap",
@@ -351,12 +352,12 @@ def _graph(gctx, res, ses) -> dict:
         glob[s] = g
         for m in NODAL_COLUMNS:
             nodal[m][s] = nd[m]
-        z = pd.read_csv(conn_path(gctx.out, s, ses, atlas, mat_kind, "relmat"), sep="\t", index_col=0).to_numpy(float)
+        z = read_derivative(conn_path(gctx.out, s, ses, atlas, mat_kind, "relmat"), index_col=0).to_numpy(float)
         if fl:
             z = z[np.ix_(perm, perm)]
         mats.append(z)
         if kind == "tangent":
-            ts = pd.read_csv(conn_path(gctx.out, s, ses, atlas, mat_kind, "timeseries"), sep="\t")[names0].to_numpy(float)
+            ts = read_derivative(conn_path(gctx.out, s, ses, atlas, mat_kind, "timeseries"))[names0].to_numpy(float)
             tss.append(ts[:, perm] if fl else ts)
     out = {"n_subjects": len(subjects), "atlas": atlas}
     gtab = pd.DataFrame(glob).T
@@ -491,13 +492,14 @@ def _ica(gctx, res, ses) -> dict:
     if len(subjects) < 4:
         raise InputDataError(f"group ICA needs at least 4 subjects with cleaned BOLD, found {len(subjects)}")
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
-    base_tmp = Path(gctx.work_dir) if getattr(gctx, "work_dir", None) else None
-    with tempfile.TemporaryDirectory(prefix="hfsmri-ica-", dir=base_tmp) as tmp:
+    # default folder: the group job's private temporary folder in <WORK_DIR>/tmp (hfsmri.scratch),
+    # removed at the next start if a killed run leaves it
+    with tempfile.TemporaryDirectory(prefix="hfsmri-ica-") as tmp:
         paths = []
         for s in subjects:
             bp, _ = input_paths(gctx.out, s, ses, res)
             if _flipped(study, s):
-                img = nib.load(str(bp))
+                img = read_derivative(bp)
                 arr = _align(np.asarray(img.dataobj, dtype=np.float32), img.affine, True)
                 fp = Path(tmp) / f"sub-{s}_flipped_bold.nii"  # uncompressed scratch copy
                 nib.save(nib.Nifti1Image(arr, img.affine, img.header), fp)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from hfsmri.analyses import DEFAULTS
+from hfsmri.derivatives import read_derivative
 from hfsmri.dwi.participant import METRICS, dti_params, map_path, mask_path, stats_path
 from hfsmri.errors import DesignError, HfsmriError, InputDataError
 
@@ -68,7 +69,7 @@ def _available(gctx, res, ses) -> list[str]:
 
 
 def _load(gctx, subjects, ses, metric, res) -> np.ndarray:
-    return np.stack([np.asarray(nib.load(str(map_path(gctx.out, s, ses, metric, res))).dataobj, dtype=np.float32)
+    return np.stack([np.asarray(read_derivative(map_path(gctx.out, s, ses, metric, res)).dataobj, dtype=np.float32)
                      for s in subjects])
 
 
@@ -172,7 +173,7 @@ def run(gctx) -> dict:
     stats = dict(gctx.stats)
     base_meta = {"Subjects": subjects, "Session": ses, "Space": "MNI152NLin2009cAsym", "Resolution": res}
 
-    masks = np.stack([np.asarray(nib.load(str(mask_path(gctx.out, s, ses, res))).dataobj) > 0 for s in subjects])
+    masks = np.stack([np.asarray(read_derivative(mask_path(gctx.out, s, ses, res)).dataobj) > 0 for s in subjects])
     fa = _load(gctx, subjects, ses, "fa", res)
     common = masks.all(axis=0) & np.all(fa > 0, axis=0)
 
@@ -231,7 +232,7 @@ def run(gctx) -> dict:
             if not f.exists():
                 log.warning("sub-%s: no tract table %s", s, f.name)
                 continue
-            df = pd.read_csv(f, sep="\t").set_index("roi")
+            df = read_derivative(f).set_index("roi")
             for m in METRICS:
                 tables[m][s] = df[m]
         summary["dwi_rois"] = {}
@@ -247,7 +248,7 @@ def run(gctx) -> dict:
 
                 def _row(s, ses_, m=m):
                     f = stats_path(gctx.out, s, ses_, res)
-                    return pd.read_csv(f, sep="\t").set_index("roi")[m] if f.exists() else None
+                    return read_derivative(f).set_index("roi")[m] if f.exists() else None
                 summary["dwi_rois"][m]["longitudinal"] = run_longitudinal_roi(
                     gctx, "dwi_rois", m, roi_tables_by_session(study, _row))
     return summary

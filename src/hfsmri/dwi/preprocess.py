@@ -77,10 +77,10 @@ def to_ants(vol: np.ndarray, affine: np.ndarray):
     """3D numpy array on a nibabel (RAS) affine → ANTsImage with the same physical placement."""
     import ants
 
-    a = np.asarray(affine, float)
-    spacing = np.linalg.norm(a[:3, :3], axis=0)
-    direction = _LPS @ (a[:3, :3] / spacing)
-    origin = _LPS @ a[:3, 3]
+    from hfsmri.spatial.resample import ants_geometry
+
+    # one owner of the nibabel -> ITK geometry (NIfTI-stable origin/spacing, orthonormal direction)
+    origin, spacing, direction = ants_geometry(affine)
     return ants.from_numpy(np.ascontiguousarray(vol, dtype=np.float32), origin=tuple(origin),
                            spacing=tuple(spacing), direction=direction)
 

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import ndimage
 
 from hfsmri.analyses import PREPROCESSING_DEFAULTS
-from hfsmri.derivatives import save_tsv_atomic, write_json_atomic
+from hfsmri.derivatives import read_derivative, save_tsv_atomic, write_json_atomic
 from hfsmri.errors import HfsmriError
 from hfsmri.func.participant import FUNC_ANALYSES, METRICS, metric_path, qc_path
 
@@ -74,7 +74,7 @@ def _mean_fd(out, subjects, ses) -> dict:
     for s in subjects:
         p = qc_path(out, s, ses)
         if p.exists():
-            row = pd.read_csv(p, sep="\t")
+            row = read_derivative(p)
             if len(row) and "mean_fd" in row.columns:
                 fd[s] = float(row["mean_fd"].iloc[0])
     return fd
@@ -85,7 +85,7 @@ def _load_maps(study, paths: dict, log):
 
     imgs, flipped = {}, []
     for s, p in paths.items():
-        img = nib.load(str(p))
+        img = read_derivative(p)
         if getattr(study, "flip_to", None) and study.flipped(s):
             img = flip_lr(img)
             flipped.append(s)
@@ -219,7 +219,7 @@ def run(gctx) -> dict:
     for s in subjects:
         p = qc_path(gctx.out, s, ses)
         if p.exists():
-            qc_rows.append(pd.read_csv(p, sep="\t"))
+            qc_rows.append(read_derivative(p))
     if qc_rows:
         qc = pd.concat(qc_rows, ignore_index=True)
         qc["excluded"] = [r.removeprefix("sub-") in excluded for r in qc["participant_id"].astype(str)]

@@ -62,8 +62,18 @@ class MniMap:
 
     def sample(self, xyz: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
         inv = np.linalg.inv(self.affine)
-        ijk = (np.asarray(xyz, np.float32) @ inv[:3, :3].T.astype(np.float32)
-               + inv[:3, 3].astype(np.float32)).T
+        xyz = np.asarray(xyz, np.float32)
+        lin = inv[:3, :3].astype(np.float32)
+        off = inv[:3, 3].astype(np.float32)
+        if np.count_nonzero(lin - np.diag(np.diag(lin))) == 0:
+            # axis-aligned map (every MNI map): per-axis scale and shift, the same float32 values as
+            # the matrix product (the off-diagonal products are exact zeros) without its cost
+            ijk = np.empty((3, xyz.shape[0]), np.float32)
+            for d in range(3):
+                np.multiply(xyz[:, d], lin[d, d], out=ijk[d])
+                ijk[d] += off[d]
+        else:
+            ijk = (xyz @ lin.T + off).T
         return ndimage.map_coordinates(self.data, ijk, order=order, mode="constant", cval=cval,
                                        prefilter=False)
 
@@ -112,7 +122,7 @@ def tissue_maps(res: int = 1) -> dict:
     return maps
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=24)
 def prefiltered(res: int, target_mm: float) -> dict:
     """Tissue maps smoothed to approximate partial voluming in ``target_mm`` voxels."""
     base = tissue_maps(res)

@@ -62,18 +62,55 @@ def framewise_displacement(motion: np.ndarray, radius: float = 50.0) -> np.ndarr
     return np.concatenate([[0.0], fd])
 
 
+def fourier_shift(ts: np.ndarray, delta_s: float, tr: float) -> np.ndarray:
+    """``ts(t + delta_s)`` of series sampled every ``tr`` s (time on axis 0), by a phase shift of
+    their discrete Fourier coefficients: exact for the simulator's periodic band-limited series
+    (:func:`~hfsmri.simulate.fields.band_limited_noise` builds them from Fourier coefficients)."""
+    return _Shifter(ts, tr).at(delta_s)
+
+
+class _Shifter:
+    """The spectrum of series (time on axis 0), shifted in time on demand (see :func:`fourier_shift`)."""
+
+    def __init__(self, ts: np.ndarray, tr: float):
+        self.n = ts.shape[0]
+        self.spec = np.fft.rfft(np.asarray(ts, np.float64), axis=0)
+        self.freqs = np.fft.rfftfreq(self.n, d=tr)
+        self.shape = (-1,) + (1,) * (ts.ndim - 1)
+
+    def at(self, delta_s: float) -> np.ndarray:
+        phase = np.exp(2j * np.pi * self.freqs * float(delta_s)).reshape(self.shape)
+        return np.fft.irfft(self.spec * phase, n=self.n, axis=0).astype(np.float32)
+
+
 def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, couplings: dict,
                   fc_targets: dict, sigma: dict, rng: np.random.Generator, resolution_mm: float = 3.0,
-                  n_volumes: int = 120, motion_scale: float = 1.0, noise_scale: float = 1.0):
+                  n_volumes: int = 120, motion_scale: float = 1.0, noise_scale: float = 1.0,
+                  acq=None, head=None):
     """Return ``(data int16 4D, affine, confounds DataFrame, info)``.
 
     ``couplings``: ``{effect_id: C}`` (SD units); ``fc_targets``: ``{effect_id: (seed MniMap weight,
-    target MniMap weight)}`` on the MNI grid.
+    target MniMap weight)}`` on the MNI grid. ``acq``: the
+    :class:`~hfsmri.simulate.scanner.Acquisition` (grid, storage, bias, slice timing; None = the
+    old RAS grid). With ``acq.slice_timing`` the slow signals (network, region, seed, global,
+    physiological) of stored slice k are those at ``t + slice_timing[k]`` (white noise and head
+    motion are per volume). ``head``: full-head parameters (static scalp/eye/neck signal with
+    thermal noise and motion, :data:`hfsmri.simulate.head.BOLD`); None = brain only.
     """
-    shape, affine = native_grid(resolution_mm, "brain", "RAS")
-    y = grid_points(shape, affine)
-    x = transform.native_to_mni(y)
-    pf = prefiltered(2, float(resolution_mm))
+    if acq is None:
+        shape, affine = native_grid(resolution_mm, "brain", "RAS")
+        vox = float(resolution_mm)
+    else:
+        shape, affine = acq.shape, acq.affine
+        vox = float(resolution_mm) if acq.legacy else round(acq.voxel_mm, 1)
+    legacy = acq is None or acq.legacy
+    st = None if acq is None or not acq.slice_timing else np.asarray(acq.slice_timing, float)
+    if acq is None or acq.legacy:
+        y = grid_points(shape, affine)
+        x = transform.native_to_mni(y)
+    else:
+        y, x = transform.grid_to_mni(shape, affine)
+    pf = prefiltered(2, vox)
     brain = pf["brain"].sample(x)
     inside = brain > 0.05
     xs, ys = x[inside], y[inside]
@@ -82,6 +119,9 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     reg = bold_regions(2)
     labels = reg["labels"].sample(xs, order=0).astype(np.int64)
     n_t = int(n_volumes)
+    # stored slice index (third voxel axis) of every simulated voxel, and the slices present
+    kslice = np.nonzero(inside)[0] % shape[2] if st is not None else None
+    slices = np.unique(kslice) if st is not None else None
 
     # latent signals
     nets = band_limited_noise(rng, len(reg["networks"]) + 1, n_t, TR)  # last = global
@@ -90,10 +130,21 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     region_ts = np.zeros((n_t, max(values) + 1), np.float32)
     for col, v in enumerate(values):
         region_ts[:, v] = np.sqrt(0.6) * nets[:, reg["network_of"][v]] + np.sqrt(0.4) * own[:, col]
-    neural = region_ts[:, labels]  # (n_t, nv); label 0 -> zeros
     unlabelled = labels == 0
-    if unlabelled.any():  # brainstem, WM, unlabelled GM: a weak share of the global signal
-        neural[:, unlabelled] = 0.5 * nets[:, -1:]
+    if st is None:
+        neural = region_ts[:, labels]  # (n_t, nv); label 0 -> zeros
+        if unlabelled.any():  # brainstem, WM, unlabelled GM: a weak share of the global signal
+            neural[:, unlabelled] = 0.5 * nets[:, -1:]
+    else:  # each slice sees the slow signals at its own acquisition time
+        neural = np.empty((n_t, nv), np.float32)
+        region_sh, glob_sh = _Shifter(region_ts, TR), _Shifter(nets[:, -1:], TR)
+        for k in slices:
+            sel = kslice == k
+            rk = region_sh.at(st[k])
+            neural[:, sel] = rk[:, labels[sel]]
+            un = sel & unlabelled
+            if un.any():
+                neural[:, un] = 0.5 * glob_sh.at(st[k])
     # seed-based coupling
     for eid, (seed_w, target_w) in fc_targets.items():
         sw = seed_w.sample(xs, order=1)
@@ -108,27 +159,43 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
             seed_ts = (seed_ts - seed_ts.mean()) / (seed_ts.std() + 1e-9)
         c = FC_BASE + sigma["fc"] * couplings.get(eid, 0.0)
         sel = tw > 1e-3
-        neural[:, sel] += (c * tw[sel])[None, :] * seed_ts[:, None]
+        if st is None:
+            neural[:, sel] += (c * tw[sel])[None, :] * seed_ts[:, None]
+        else:
+            seed_sh = _Shifter(seed_ts, TR)
+            for k in np.unique(kslice[sel]):
+                sk = sel & (kslice == k)
+                neural[:, sk] += (c * tw[sk])[None, :] * seed_sh.at(st[k])[:, None]
     amp = np.exp(sigma["alff"] * z_alff.sample(xs)).astype(np.float32)
     neural *= (A_REG * amp)[None, :]
 
     # local coherent noise on the native grid (ReHo), generated in the brain's bounding box
     p = np.clip(P_BASE + sigma["reho"] * z_reho.sample(xs), 0.05, 0.95).astype(np.float32)
-    sig_vox = LOCAL_FWHM_MM * FWHM_TO_SIGMA / resolution_mm
+    sig_vox = LOCAL_FWHM_MM * FWHM_TO_SIGMA / np.asarray(acq.zooms if not legacy else (resolution_mm,) * 3)
+    if legacy:
+        sig_vox = float(sig_vox[0])
+        sig4 = (sig_vox, sig_vox, sig_vox, 0.0)
+    else:
+        sig4 = tuple(float(v) for v in sig_vox) + (0.0,)
     inside3 = inside.reshape(shape)
     nz = np.nonzero(inside3)
     bb = tuple(slice(max(int(a.min()) - 2, 0), min(int(a.max()) + 3, n)) for a, n in zip(nz, shape))
     box = rng.standard_normal(tuple(b.stop - b.start for b in bb) + (n_t,), dtype=np.float32)
-    box = ndimage.gaussian_filter(box, (sig_vox, sig_vox, sig_vox, 0.0), mode="constant", truncate=3.0)
+    box = ndimage.gaussian_filter(box, sig4, mode="constant", truncate=3.0)
     local = box[inside3[bb]].T  # (n_t, nv)
     del box
     local /= local.std() + 1e-9
 
     glob = nets[:, -1]
     time = np.arange(n_t, dtype=np.float32) * TR  # s; respiration/cardiac alias to ~0.2 / ~0.1 Hz at TR 2 s
-    resp = np.sin(2 * np.pi * 0.2 * time + rng.uniform(0, 6.3)) * (1 + 0.3 * np.sin(2 * np.pi * 0.013 * time))
-    card = np.sin(2 * np.pi * 0.1 * time + rng.uniform(0, 6.3))
-    physio = (1.5 * resp + 1.0 * card).astype(np.float32)
+    ph_resp, ph_card = rng.uniform(0, 6.3), rng.uniform(0, 6.3)
+
+    def physio_at(t):
+        resp = np.sin(2 * np.pi * 0.2 * t + ph_resp) * (1 + 0.3 * np.sin(2 * np.pi * 0.013 * t))
+        card = np.sin(2 * np.pi * 0.1 * t + ph_card)
+        return (1.5 * resp + 1.0 * card).astype(np.float32)
+
+    physio = physio_at(time)
     # all white (independent) parts in one draw: GM local non-shared part, WM and CSF noise, thermal
     white_sd = np.sqrt((gm * A_LOC) ** 2 * (1.0 - p) + (0.4 * wm) ** 2 + (0.6 * csf) ** 2
                        + (A_TH * noise_scale) ** 2).astype(np.float32)
@@ -136,13 +203,48 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     pct *= white_sd[None, :]
     pct += gm[None, :] * (neural + (A_LOC * np.sqrt(p))[None, :] * local)
     del neural, local
-    pct += (0.3 * wm + 0.3)[None, :] * glob[:, None]
-    pct += csf[None, :] * physio[:, None]
+    if st is None:
+        pct += (0.3 * wm + 0.3)[None, :] * glob[:, None]
+        pct += csf[None, :] * physio[:, None]
+    else:
+        glob_sh = _Shifter(glob, TR)
+        for k in slices:
+            sel = kslice == k
+            pct[:, sel] += (0.3 * wm[sel] + 0.3)[None, :] * glob_sh.at(st[k])[:, None]
+            pct[:, sel] += csf[sel][None, :] * physio_at(time + np.float32(st[k]))[:, None]
     tn = np.linspace(-1, 1, n_t, dtype=np.float32)
     drift = rng.normal(0, 0.3, (2, nv)).astype(np.float32)
     pct += tn[:, None] * drift[0] + (tn ** 2 - np.float32(1 / 3))[:, None] * drift[1]
 
-    mean_in = ((1.0 * gm + 0.8 * wm + 1.4 * csf) * 1000.0 * bias_field(ys, rng, 0.1)).astype(np.float32)
+    # static head signal outside the brain (full head): scalp, eyes, neck
+    hidx = None
+    if head is not None:
+        from . import head as head_model
+        from .anatomy import tissue_maps
+
+        d = tissue_maps(2)["outside_mm"].sample(x, order=1, cval=100.0)
+        hidx, frac, het = head_model.head_fractions(x, d, head, vox)
+        head_mean = (1.0 - brain[hidx]) * head_model.intensity(frac, head_model.BOLD, None, het) * np.float32(1000.0)
+        keep = head_mean > 1.0
+        hidx, head_mean = hidx[keep], head_mean[keep]
+    if (acq is None or acq.bias is None) and head is None:
+        mean_in = ((1.0 * gm + 0.8 * wm + 1.4 * csf) * 1000.0 * bias_field(ys, rng, 0.1)).astype(np.float32)
+        bias_all = None
+    else:
+        obj = inside.copy()
+        if hidx is not None:
+            obj[hidx] = True
+        if acq is not None and acq.bias is not None:
+            from .scanner import BiasField
+
+            centre = transform.mni_to_native_rigid(np.asarray([[0.0, -15.0, 10.0]]))[0]
+            field = BiasField.random(rng, centre, acq.bias, y[obj])
+            bias_all = np.zeros(y.shape[0], np.float32)
+            bias_all[obj] = field(y[obj])
+        else:
+            bias_all = np.zeros(y.shape[0], np.float32)
+            bias_all[obj] = bias_field(y[obj], rng, 0.1)
+        mean_in = ((1.0 * gm + 0.8 * wm + 1.4 * csf) * 1000.0 * bias_all[inside]).astype(np.float32)
     signal = pct
     signal *= mean_in[None, :] / np.float32(100.0)
     signal += mean_in[None, :]
@@ -151,8 +253,18 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     motion = _motion(rng, n_t, motion_scale)
     mean_img = np.zeros(y.shape[0], np.float32)
     mean_img[inside] = mean_in
-    grads = np.gradient(mean_img.reshape(shape), resolution_mm)
-    G = np.stack([g.reshape(-1)[inside] for g in grads], axis=1)  # (nv, 3) per mm, world == voxel axes (RAS)
+    if hidx is not None:
+        head_mean = head_mean * bias_all[hidx]
+        mean_img[hidx] += head_mean
+    if legacy:
+        grads = np.gradient(mean_img.reshape(shape), resolution_mm)
+        G_all = np.stack([g.reshape(-1) for g in grads], axis=1)  # (n, 3) per mm, world == voxel axes (RAS)
+        G = G_all[inside]
+    else:  # gradient along the voxel axes -> world (RAS) mm: dM/dy = dM/dijk . A^-1
+        grads = np.gradient(mean_img.reshape(shape))
+        ainv = np.linalg.inv(affine[:3, :3]).astype(np.float32)
+        G_all = np.stack([g.reshape(-1) for g in grads], axis=1) @ ainv
+        G = G_all[inside]
     centre = ys.mean(axis=0)
     r = ys - centre
     rxg = np.cross(r, G)  # omega . (r x G) == G . (omega x r)
@@ -164,6 +276,17 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     data[:] = background[None, :]
     np.clip(signal, 0, 32767, out=signal)
     data[:, inside] = np.rint(signal).astype(np.int16)
+    if hidx is not None:  # static head signal + thermal noise + motion (brain voxels: add the static part)
+        in_brain = inside[hidx]
+        ho = hidx[~in_brain]
+        rh = y[ho] - centre
+        design_h = np.concatenate([G_all[ho], np.cross(rh, G_all[ho])], axis=1).astype(np.float32)
+        hs = head_mean[~in_brain][None, :] - motion.astype(np.float32) @ design_h.T
+        hs += rng.standard_normal(hs.shape, dtype=np.float32) * np.float32(A_TH * noise_scale * 10.0)
+        data[:, ho] = np.rint(np.clip(hs, 0, 32767)).astype(np.int16)
+        hb = hidx[in_brain]
+        add = np.rint(head_mean[in_brain]).astype(np.int32)
+        data[:, hb] = np.clip(data[:, hb].astype(np.int32) + add[None, :], 0, 32767).astype(np.int16)
     data = np.ascontiguousarray(np.moveaxis(data.reshape((n_t,) + shape), 0, -1))
 
     conf = pd.DataFrame(motion, columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])

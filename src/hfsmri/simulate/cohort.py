@@ -148,6 +148,7 @@ class SubjectPlan:
     site: str
     clinical: dict = field(default_factory=dict)
     sex: str | None = None
+    age: float | None = None
 
     def rng(self, seed: int, *extra: int) -> np.random.Generator:
         return np.random.default_rng([int(seed), 7919, self.index, *[int(x) for x in extra]])

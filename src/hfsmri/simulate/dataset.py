@@ -52,6 +52,7 @@ class _Settings:
     sessions: list | None
     site_effects: bool
     n_sites: int
+    scanner: object = None   # scanner.ScannerSpec
 
 
 _STATE: dict = {}  # filled before forking workers (read-only in the workers)
@@ -74,6 +75,17 @@ def _save(data, affine, path: Path, xyzt_units=("mm", "sec"), tr=None):
     tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
     nib.save(img, tmp)
     os.replace(tmp, path)
+
+
+def _pe_direction(affine) -> str:
+    """BIDS PhaseEncodingDirection of the simulated EPI on its stored axes: phase encoded along the
+    anatomical A-P axis towards posterior ("j-" on the old RAS/LAS grids); the sign flips when the
+    stored axis closest to A-P points posterior (LPS, LPI)."""
+    a = np.asarray(affine)[:3, :3]
+    cos = a / np.linalg.norm(a, axis=0)
+    j = int(np.argmax(np.abs(cos[1])))
+    axis = "ijk"[j]
+    return axis + ("-" if cos[1, j] > 0 else "")
 
 
 def _write_json(path: Path, obj) -> None:
@@ -108,12 +120,37 @@ def _simulate_one(task) -> dict:
     if not settings.deform:
         shape_tf = SubjectTransform.identity()
 
+    spec = settings.scanner
+    ses_pose = None
+    if settings.deform and spec.head_pose == "realistic":
+        from .scanner import session_pose
+
+        ses_pose = session_pose(spec, plan.rng(settings.seed, 3, ses_index))
+
     def pose(mod_code):
         if not settings.deform:
             return SubjectTransform.identity()
         r = plan.rng(settings.seed, 2, ses_index, mod_code)
+        if ses_pose is not None:
+            from .scanner import scan_pose
+
+            rot, trans = scan_pose(*ses_pose, r)
+            return SubjectTransform(rot, trans, shape_tf.scale, shape_tf.disp, shape_tf.grid)
         p = SubjectTransform.random(r, deform=False)
         return SubjectTransform(p.rotation, p.translation, shape_tf.scale, shape_tf.disp, shape_tf.grid)
+
+    def acquisition(modality, mod_code, tf):
+        from .bold import TR
+        from .scanner import draw_acquisition
+
+        return draw_acquisition(spec, modality, settings.res[modality], tf,
+                                plan.rng(settings.seed, 4, ses_index, mod_code), tr=TR)
+
+    head = None
+    if spec.full_head:
+        from .head import HeadParams
+
+        head = HeadParams.random(plan.rng(settings.seed, 5), plan.sex, plan.age)
 
     def zmap(q):
         return MniMap(quantity_z(plan, q, ses_index, effects, weights, ref.shape, 2.0, settings.seed), ref.affine)
@@ -121,30 +158,47 @@ def _simulate_one(task) -> dict:
     row = {"participant_id": f"sub-{plan.label}", "session": ses or "n/a",
            "group": "HFS" if plan.patient else "HC", "affected_side": plan.side or "n/a"}
     row.update({k: v for k, v in shape_tf.as_dict().items() if k in ("scale", "deform_rms_mm")})
+    if head is not None:
+        row.update(head.as_dict())
+
+    def describe(prefix, tf, acq):
+        row.update({prefix + k: v for k, v in tf.as_dict().items() if k.startswith(("rot", "trans"))})
+        row.update({prefix + k: v for k, v in acq.describe().items()})
     if "anat" in settings.modalities:
         from .t1w import simulate_t1w
 
         rng = plan.rng(settings.seed, 10, ses_index)
         tf = pose(1)
+        acq = acquisition("anat", 1, tf)
         data, affine, info = simulate_t1w(tf, zmap("gm"), effects.sigma["gm"], rng,
-                                          resolution_mm=settings.res["anat"], contrast=site["contrast"])
+                                          resolution_mm=settings.res["anat"], contrast=site["contrast"],
+                                          acq=acq, head=head)
         d = sdir / "anat"
         d.mkdir(parents=True, exist_ok=True)
         _save(data, affine, d / (_bids_name(plan.label, ses, "T1w") + ".nii.gz"))
-        _write_json(d / (_bids_name(plan.label, ses, "T1w") + ".json"),
-                    {"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "hfsmri simulator",
-                     "MRAcquisitionType": "3D", "RepetitionTime": 2.3, "EchoTime": 0.00298,
-                     "InversionTime": 0.9, "FlipAngle": 9})
-        row.update({"t1w_" + k: v for k, v in tf.as_dict().items() if k.startswith(("rot", "trans"))})
+        meta = {"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "hfsmri simulator",
+                "MRAcquisitionType": "3D", "RepetitionTime": 2.3, "EchoTime": 0.00298,
+                "InversionTime": 0.9, "FlipAngle": 9}
+        if not acq.legacy:
+            meta["SliceThickness"] = float(acq.zooms[2])
+        _write_json(d / (_bids_name(plan.label, ses, "T1w") + ".json"), meta)
+        bias = info.pop("bias_field", None)
+        if bias is not None:  # ground truth: the multiplicative bias field on a 4x coarser grid
+            gdir = settings.root / "derivatives" / "ground_truth" / f"sub-{plan.label}" / (f"ses-{ses}" if ses else "") / "anat"
+            gdir.mkdir(parents=True, exist_ok=True)
+            _save(bias[0].astype(np.float32), bias[1], gdir / (_bids_name(plan.label, ses, "desc-bias", "T1w") + ".nii.gz"))
+        describe("t1w_", tf, acq)
         row.update(info)
     if "dwi" in settings.modalities:
         from .dwi import simulate_dwi
 
         rng = plan.rng(settings.seed, 20, ses_index)
+        tf = pose(2)
+        acq = acquisition("dwi", 2, tf)
         data, affine, bvals, bvecs, info = simulate_dwi(
-            pose(2), zmap("lperp"), zmap("lpar"), effects.sigma["lperp"], effects.sigma["lpar"], rng,
+            tf, zmap("lperp"), zmap("lpar"), effects.sigma["lperp"], effects.sigma["lpar"], rng,
             resolution_mm=settings.res["dwi"], n_dirs=settings.n_dirs, snr=site["snr"],
-            diffusivity_scale=site["diffusivity"])
+            diffusivity_scale=site["diffusivity"], acq=acq, head=head)
         d = sdir / "dwi"
         d.mkdir(parents=True, exist_ok=True)
         stem = _bids_name(plan.label, ses, "dwi")
@@ -153,26 +207,34 @@ def _simulate_one(task) -> dict:
         (d / (stem + ".bvec")).write_text("\n".join(" ".join(f"{v:.6f}" for v in bvecs[:, k]) for k in range(3)) + "\n")
         _write_json(d / (stem + ".json"),
                     {"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "hfsmri simulator",
-                     "RepetitionTime": 8.0, "EchoTime": 0.089, "PhaseEncodingDirection": "j-",
+                     "RepetitionTime": 8.0, "EchoTime": 0.089, "PhaseEncodingDirection": _pe_direction(affine),
                      "TotalReadoutTime": 0.05, "NumberOfDirections": int(settings.n_dirs),
                      "BValue": 1000, "NumberOfB0": info["n_b0"]})
+        describe("dwi_", tf, acq)
     if "func" in settings.modalities:
         from .bold import TR, simulate_bold
 
         rng = plan.rng(settings.seed, 30, ses_index)
         couplings = fc_couplings(plan, ses_index, effects, settings.seed)
+        tf = pose(3)
+        acq = acquisition("func", 3, tf)
         data, affine, conf, info = simulate_bold(
-            pose(3), zmap("reho"), zmap("alff"), couplings,
+            tf, zmap("reho"), zmap("alff"), couplings,
             {k: v["L" if plan.side == "L" else "R"] for k, v in st["fc_targets"].items()}, effects.sigma, rng,
-            resolution_mm=settings.res["func"], n_volumes=settings.n_volumes, noise_scale=site["bold_noise"])
+            resolution_mm=settings.res["func"], n_volumes=settings.n_volumes, noise_scale=site["bold_noise"],
+            acq=acq, head=head)
         d = sdir / "func"
         d.mkdir(parents=True, exist_ok=True)
         stem = _bids_name(plan.label, ses, "task-rest", "bold")
         _save(data, affine, d / (stem + ".nii.gz"), tr=TR)
-        _write_json(d / (stem + ".json"),
-                    {"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "hfsmri simulator",
-                     "TaskName": "rest", "RepetitionTime": TR, "EchoTime": 0.03, "FlipAngle": 90,
-                     "PhaseEncodingDirection": "j-"})
+        meta = {"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "hfsmri simulator",
+                "TaskName": "rest", "RepetitionTime": TR, "EchoTime": 0.03, "FlipAngle": 90,
+                "PhaseEncodingDirection": _pe_direction(affine)}
+        if acq.slice_timing:  # only when the signal really carries the slice offsets
+            meta["SliceTiming"] = list(acq.slice_timing)
+            meta["SliceEncodingDirection"] = "k"
+        _write_json(d / (stem + ".json"), meta)
+        describe("bold_", tf, acq)
         gdir = settings.root / "derivatives" / "ground_truth" / f"sub-{plan.label}" / (f"ses-{ses}" if ses else "") / "func"
         gdir.mkdir(parents=True, exist_ok=True)
         conf.to_csv(gdir / (_bids_name(plan.label, ses, "task-rest", "desc-confounds_timeseries") + ".tsv"),
@@ -237,7 +299,7 @@ def resolve_resolution(resolution) -> dict:
 def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: int = 0, sessions=None,
                    effects="default", resolution=None, n_dirs: int = 30, n_volumes: int | None = None,
                    deform: bool = True, modalities=("anat", "dwi", "func"), n_sites: int = 1,
-                   site_effects: bool = False, n_jobs: int | None = None) -> Path:
+                   site_effects: bool = False, n_jobs: int | None = None, scanner="ideal") -> Path:
     """Simulate a case-control HFS study as a raw BIDS dataset with ground truth.
 
     Parameters
@@ -272,6 +334,14 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
         Scanner differences between sites (T1w contrast, DWI SNR and diffusivity scale, BOLD noise).
     n_jobs : int, optional
         Worker processes (default: up to 2 available cores; 1 = in-process).
+    scanner : "ideal" | "realistic" | dict | ScannerSpec
+        How the scanner acquires and stores the images (see :mod:`hfsmri.simulate.scanner`):
+        ``ideal`` (default; the idealised axis-aligned grids of the unit tests) or ``realistic``
+        (full head with face and neck, realistic head pose, oblique headers up to 15°, sagittal /
+        coronal / axial and LPS / RAS storage, anisotropic voxels, uint8 / int16 / uint16 / float32
+        T1w, ±20 % bias field, BOLD slice timing). A dict ``{"preset": ..., <option>: value}``
+        overrides single options (``full_head``, ``head_pose``, ``oblique_deg``, ``anisotropy``,
+        ``t1w_orientation``, ``epi_orientation``, ``t1w_dtype``, ``bias``, ``slice_timing``).
 
     Returns
     -------
@@ -299,6 +369,9 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
     if int(n_sites) < 1:
         raise HfsmriError(f"n_sites must be >= 1, got {n_sites}", field="n_sites")
     res = resolve_resolution(resolution)
+    from .scanner import resolve_scanner
+
+    spec = resolve_scanner(scanner)
     eff = load_effects(effects)
     _check_out_dir(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -321,12 +394,12 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
                             "L": (MniMap(seed_mask, affine), MniMap(ew.mask_l.astype(np.float32), affine))}
 
     settings = _Settings(root, int(seed), res, n_dirs, n_vol, bool(deform), mods, sessions, bool(site_effects),
-                         int(n_sites))
+                         int(n_sites), spec)
     plans = []
     for i, (label, prow) in enumerate(participants.iterrows()):
         side = prow["affected_side"] if prow["affected_side"] in ("L", "R") else None
         plans.append(SubjectPlan(label, i, prow["group"] == "HFS", side, prow["site"], cz.loc[label].to_dict(),
-                                 sex=prow["sex"] if prow["sex"] in ("F", "M") else None))
+                                 sex=prow["sex"] if prow["sex"] in ("F", "M") else None, age=float(prow["age"])))
     tasks = [(p, k) for p in plans for k in range(len(sessions) if sessions else 1)]
 
     # warm caches before forking so workers share them
@@ -393,7 +466,8 @@ def simulate_study(out_dir, n_patients: int = 15, n_controls: int = 15, seed: in
     gen["Parameters"] = {"n_patients": int(n_patients), "n_controls": int(n_controls), "seed": int(seed),
                          "sessions": sessions, "effects": eff.name, "resolution_mm": res, "n_dirs": n_dirs,
                          "n_volumes": n_vol, "deform": bool(deform), "modalities": list(mods),
-                         "n_sites": int(n_sites), "site_effects": bool(site_effects)}
+                         "n_sites": int(n_sites), "site_effects": bool(site_effects),
+                         "scanner": spec.as_dict()}
     write_ground_truth(root, eff, weights, ref, gen)
     write_subjects_table(root, rows)
     log.info("simulated %s in %.1f s", root, time.perf_counter() - t_start)

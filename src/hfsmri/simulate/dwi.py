@@ -76,13 +76,29 @@ def gradient_table(n_dirs: int = 30, n_b0: int | None = None, bval: float = B_VA
 
 def simulate_dwi(transform: SubjectTransform, z_perp: MniMap, z_par: MniMap, sigma_perp: float, sigma_par: float,
                  rng: np.random.Generator, resolution_mm: float = 2.5, n_dirs: int = 30, snr: float = 25.0,
-                 diffusivity_scale: float = 1.0):
-    """Return ``(data int16 4D, affine, bvals, bvecs, info)`` of the subject's native DWI."""
-    shape, affine = native_grid(resolution_mm, "brain", "LAS")
+                 diffusivity_scale: float = 1.0, acq=None, head=None):
+    """Return ``(data int16 4D, affine, bvals, bvecs, info)`` of the subject's native DWI.
+
+    ``acq``: the :class:`~hfsmri.simulate.scanner.Acquisition` (grid and storage; None = the old
+    LAS grid). ``bvecs`` are the gradient directions in the FSL/BIDS convention of the written
+    image (image axes, x negated when det(affine) > 0); the signal uses the same directions mapped
+    to world space with :func:`~hfsmri.simulate.scanner.bvecs_to_world`, so any header (oblique,
+    LPS, RAS, ...) gives a consistent image/bvec pair. ``head``: full-head parameters (scalp,
+    eyes, neck signal, :data:`hfsmri.simulate.head.B0` / ``ADC``); None = brain only.
+    """
+    if acq is None:
+        shape, affine = native_grid(resolution_mm, "brain", "LAS")
+        vox = float(resolution_mm)
+    else:
+        shape, affine = acq.shape, acq.affine
+        vox = float(resolution_mm) if acq.legacy else round(acq.voxel_mm, 1)
     bvals, bvecs = gradient_table(n_dirs)
-    y = grid_points(shape, affine)
-    x = transform.native_to_mni(y)
-    pf = prefiltered(2, float(resolution_mm))
+    if acq is None or acq.legacy:
+        y = grid_points(shape, affine)
+        x = transform.native_to_mni(y)
+    else:
+        y, x = transform.grid_to_mni(shape, affine)
+    pf = prefiltered(2, vox)
     brain = pf["brain"].sample(x)
     inside = brain > 0.01
     xs, ys = x[inside], y[inside]
@@ -95,16 +111,48 @@ def simulate_dwi(transform: SubjectTransform, z_perp: MniMap, z_par: MniMap, sig
     l0 = L_PERP_WM + (L_PERP_TRACT - L_PERP_WM) * np.clip((coh - 0.6) / 0.4, 0, 1)
     l_perp = l0 * diffusivity_scale * (1.0 + sigma_perp * z_perp.sample(xs))
     l_perp = np.clip(l_perp, 0.05e-3, l_par)
-    # gradient directions in world (RAS) frame: voxel axis 0 runs right-to-left (LAS)
-    g_world = bvecs * np.array([-1.0, 1.0, 1.0])
+    if acq is None or acq.legacy:
+        # gradient directions in world (RAS) frame: voxel axis 0 runs right-to-left (LAS)
+        g_world = bvecs * np.array([-1.0, 1.0, 1.0])
+    else:
+        from .scanner import bvecs_to_world
+
+        g_world = bvecs_to_world(bvecs, affine)
     h = g_world @ transform.rotation  # h[k] = R^T g: components in the MNI (fibre) frame
     proj2 = h[:, axis].T ** 2  # (n_vox, n_vol) (g . v)^2
     b = bvals[None, :]
     s_wm = np.exp(-b * (l_perp[:, None] + (l_par - l_perp)[:, None] * proj2))
     s_iso = 1.1 * gm[:, None] * np.exp(-b * D_GM * diffusivity_scale) + 2.0 * csf[:, None] * np.exp(-b * D_CSF)
-    sig = (wm[:, None] * s_wm + s_iso) * (S0_WM * bias_field(ys, rng, 0.08))[:, None]
     data = np.zeros((y.shape[0], bvals.size), np.float32)
-    data[inside] = sig
+    if head is None and (acq is None or acq.bias is None):
+        sig = (wm[:, None] * s_wm + s_iso) * (S0_WM * bias_field(ys, rng, 0.08))[:, None]
+        data[inside] = sig
+    else:
+        data[inside] = wm[:, None] * s_wm + s_iso
+        obj = inside.copy()
+        if head is not None:
+            from . import head as head_model
+            from .anatomy import tissue_maps
+
+            d = tissue_maps(2)["outside_mm"].sample(x, order=1, cval=100.0)
+            idx, frac, het = head_model.head_fractions(x, d, head, vox)
+            s0 = head_model.intensity(frac, head_model.B0, None, het)
+            adc = np.asarray([head_model.ADC[c] for c in head_model.CLASSES], np.float32)
+            s0_c = np.asarray([head_model.B0[c] for c in head_model.CLASSES], np.float32)
+            # per-class signal decay exp(-b ADC_c), weighted by the class's share of S0
+            w = frac * s0_c[:, None]
+            decay = np.exp(-np.outer(bvals, adc)).astype(np.float32)          # (n_vol, n_classes)
+            mix = (decay @ w) / np.maximum(w.sum(axis=0), 1e-6)               # (n_vol, n_idx)
+            data[idx] += ((1.0 - brain[idx]) * s0)[:, None] * mix.T
+            obj[idx] = True
+        if acq is not None and acq.bias is not None:
+            from .scanner import BiasField
+
+            centre = transform.mni_to_native_rigid(np.asarray([[0.0, -15.0, 10.0]]))[0]
+            field = BiasField.random(rng, centre, acq.bias, y[obj])
+            data[obj] *= (S0_WM * field(y[obj]))[:, None]
+        else:
+            data[obj] *= (S0_WM * bias_field(y[obj], rng, 0.08))[:, None]
     data = rician(data, S0_WM / snr, rng)
     data = np.clip(np.rint(data), 0, 32767).astype(np.int16).reshape(shape + (bvals.size,))
     info = {"n_b0": int((bvals == 0).sum()), "n_dirs": int(n_dirs), "snr_b0_wm": float(snr)}

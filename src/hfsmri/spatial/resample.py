@@ -47,14 +47,40 @@ def to_ants(img, dtype=np.float32):
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"to_ants expects a 3D image, got shape {data.shape}")
-    aff = np.asarray(img.affine, dtype=float)
-    lin = aff[:3, :3]
-    spacing = np.sqrt((lin ** 2).sum(axis=0))
-    direction = _RAS2LPS @ (lin / spacing)
-    origin = _RAS2LPS @ aff[:3, 3]
+    origin, spacing, direction = ants_geometry(img.affine)
     out = ants.from_numpy(np.ascontiguousarray(data), origin=tuple(float(v) for v in origin),
                           spacing=tuple(float(v) for v in spacing), direction=direction)
     return out
+
+
+def ants_geometry(affine, ortho_tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ITK geometry (LPS ``origin``, ``spacing``, ``direction``) of a RAS+ ``affine``, snapped to
+    values that survive a NIfTI write/read unchanged.
+
+    Why: several ANTs programs called by antspyx write some of their inputs to NIfTI files and read
+    them back (``ants.atropos`` writes the prior probability images), then ITK checks that all
+    inputs "occupy the same physical space" with a tolerance of 1e-6 x voxel size. NIfTI stores the
+    origin and voxel sizes as float32; for an oblique header (a rotated acquisition, or the bounding
+    box of a rotated image) the origin is not a float32 number and comes back moved by up to ~8e-6
+    mm, so Atropos stopped with "Inputs do not occupy the same physical space" (exit status 1) on
+    every oblique T1w (docs/anatomy.md). Here the origin and the voxel sizes are rounded to float32
+    and a direction matrix within ``ortho_tol`` of orthonormal is replaced by the nearest
+    orthonormal one (SVD polar factor; the direction ITK derives from the stored quaternion). A
+    write/read round trip then returns the origin and spacing exactly and the direction within 1e-7
+    (measured over 300 random rotations). The world position of any voxel moves by < 1e-5 mm.
+    Every image handed to ANTs is built by :func:`to_ants`, which uses this, so images, masks and
+    priors on one grid carry bit-identical geometry.
+    """
+    aff = np.asarray(affine, dtype=float)
+    lin = aff[:3, :3]
+    spacing = np.sqrt((lin ** 2).sum(axis=0)).astype(np.float32).astype(float)
+    direction = _RAS2LPS @ (lin / spacing)
+    u, _, vt = np.linalg.svd(direction)
+    ortho = u @ vt
+    if np.abs(ortho - direction).max() < ortho_tol:
+        direction = ortho
+    origin = (_RAS2LPS @ aff[:3, 3]).astype(np.float32).astype(float)
+    return origin, spacing, direction
 
 
 def to_nib(aimg, dtype=None) -> nib.Nifti1Image:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..analyses import STATS_DEFAULTS
-from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..derivatives import read_derivative, save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
 from ..errors import DesignError, InputDataError
 from .clusters import COLUMNS as CLUSTER_COLUMNS
 from .clusters import cluster_table
@@ -86,7 +86,7 @@ def _load_data(data, mask: np.ndarray, affine: np.ndarray, subjects) -> np.ndarr
     else:
         rows = []
         for item, sub in zip(data, subjects):
-            img = nib.load(str(item)) if isinstance(item, (str, Path)) else item
+            img = read_derivative(item) if isinstance(item, (str, Path)) else item
             where = item if isinstance(item, (str, Path)) else None
             arr = np.asarray(img.dataobj, dtype=np.float64)
             if arr.ndim == 4 and arr.shape[3] == 1:
