@@ -388,9 +388,15 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     results, failures, reused = {}, [], []
     from .stats.distributed import use_scheduler  # permutation blocks run as Dask tasks with --scheduler
 
+    from .qc.decisions import STAGE_MODALITY, decide  # study.yaml qc: rules -> who each stage analyses
+
+    decisions = decide(study, out)
+    decisions.write(out.root / "group")
+    log.info("group level: %s", decisions.sentence())
     with use_scheduler(options.scheduler), job_tempdir(scratch_root(gctx.work_dir)):
         for stage in group_stages(analyses):
-            key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
+            gctx.study = decisions.restrict(study, STAGE_MODALITY[stage])
+            key = group_stage_key(gctx.study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
             done = _read_marker(marker)
             if _marker_valid(done, key, out):

@@ -14,8 +14,9 @@ group input) are collected and analysed with the stats engine in ``group/<analys
   group comparison (``cluster-<contrast>-<id>``; note that correlations inside clusters selected by
   a group contrast are not independent of that selection).
 
-Subject selection: participants with the map; with ``preprocessing.func.exclude_high_motion``,
-those with mean FD above ``max_mean_fd`` are left out (listed in ``summary.json``). In a
+Subject selection: participants with the map that the study.yaml ``qc:`` rules include
+(:mod:`hfsmri.qc.decisions`; ``preprocessing.func.exclude_high_motion`` sets its ``mean_fd_max``);
+those left out are listed in ``summary.json`` and ``group/qc_decisions.tsv``. In a
 longitudinal study the designs above use the first session of ``sessions`` (between-group,
 cross-sectional) and the pre/post designs of :mod:`hfsmri.longitudinal` on the change maps (and
 the review ROIs) are added in the same folders.
@@ -211,12 +212,11 @@ def run(gctx) -> dict:
     ses = _session(study)
     subjects = [str(s) for s in study.participants.index]
     fd = _mean_fd(gctx.out, subjects, ses)
-    excluded = {}
-    if fp.get("exclude_high_motion"):
-        lim = float(fp["max_mean_fd"])
-        excluded = {s: f"mean FD {v:.3f} mm > {lim} mm" for s, v in fd.items() if v > lim}
+    # who is left out is decided by study.yaml qc: (hfsmri.qc.decisions; the one owner of the FD
+    # rule): the group level hands this stage the study restricted to the included set
+    excluded = dict(getattr(study, "qc_excluded", None) or {})
     qc_rows = []
-    for s in subjects:
+    for s in subjects + [s for s in excluded if s not in subjects]:  # the QC table lists the excluded too
         p = qc_path(gctx.out, s, ses)
         if p.exists():
             qc_rows.append(read_derivative(p))
