@@ -111,3 +111,20 @@ def test_exclude_high_motion_sets_the_fd_rule_and_missing_values_do_not_exclude(
     assert "no QC table row" in dec.table.set_index(["participant_id", "modality"]).loc[("sub-03", "bold"), "reason"]
     assert dec.counts()["bold"] == {"included": N - 2, "excluded": 2}
     assert "mean_fd_max = 0.3" in dec.sentence() and "bold: 10 included, 2 excluded" in dec.sentence()
+
+
+def test_methods_text_states_the_rules_and_counts(tmp_path):
+    from hfsmri.qc.decisions import read_decisions
+    from hfsmri.report.methods import methods_sections
+
+    bids = _bids(tmp_path)
+    study = Study.from_bids(bids, _study_yaml(tmp_path, {"mean_fd_max": 0.2}))
+    iqms = pd.DataFrame({"participant_id": [f"sub-{s}" for s in FD], "session": "n/a", "modality": "bold",
+                         "mean_fd": list(FD.values())})
+    decide(study, tmp_path, iqms=iqms).write(tmp_path)
+    dec = read_decisions(tmp_path, study.resolved()["qc"])
+    sections, _ = methods_sections(study.resolved(), ["reho"], 6, 6, qc_sentence=dec.sentence())
+    text = " ".join(s["text"] for s in sections)
+    assert "QC rules applied at the group level: mean_fd_max = 0.2" in text
+    assert "bold: 4 included, 8 excluded" in text
+    assert "runs with mean FD > 0.2 mm were excluded" in text

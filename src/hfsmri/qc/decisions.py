@@ -43,7 +43,7 @@ import pandas as pd
 
 from .table import MODALITIES
 
-__all__ = ["RULES", "QC_DEFAULTS", "STAGE_MODALITY", "resolve_qc", "decide", "QcDecisions",
+__all__ = ["RULES", "QC_DEFAULTS", "STAGE_MODALITY", "resolve_qc", "decide", "read_decisions", "QcDecisions",
            "DECISIONS_FILE"]
 
 
@@ -181,6 +181,15 @@ class QcDecisions:
         parts = [f"{m}: {c['included']} included, {c['excluded']} excluded"
                  for m, c in self.counts().items() if c["included"] + c["excluded"]]
         return rules + (" (" + "; ".join(parts) + ")" if parts else "") + "."
+
+
+def read_decisions(group_dir, rules: dict | None = None) -> "QcDecisions | None":
+    """The decisions the group level wrote (``group/qc_decisions.tsv``), or None when absent."""
+    p = Path(group_dir) / DECISIONS_FILE
+    if not p.is_file():
+        return None
+    t = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+    return QcDecisions(table=t, rules=dict(rules or {}))
 
 
 def _fmt(v) -> str:
