@@ -130,14 +130,22 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     for p in remove_stale_temporaries(sub_dir):
         ctx.log.info("removed a temporary file left by an interrupted run: %s", p.name)
     failures = []
+    import time
+
+    from .progress import stage_done
+
+    label = f"sub-{ctx.subject}" + (f" ses-{ctx.session}" if ctx.session else "")
     for stage in stages:
-        ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
+        ctx.log.info("%s: %s stage", label, stage)
+        t0 = time.perf_counter()
+        ok = False
         try:
             mod = _stage_module(stage, "participant")
             from .spatial.registration import ants_seed  # every ANTs call of the job gets --random-seed
 
             with ants_seed(ctx.seed):
                 summary["stages"][stage] = mod.run(ctx) or {}
+            ok = True
         except Exception as exc:  # one stage failing must not hide the others' results
             fatal = storage_error(exc, where=f"OUTPUT_DIR {ctx.out.root} or the work directory {ctx.work_dir}")
             if fatal is not None and fatal.fatal:  # the other stages cannot write either
@@ -146,6 +154,8 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
             ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
             failures.append(f"{stage}: {msg}")
             summary["stages"][stage] = {"error": msg}
+        finally:
+            stage_done(label, stage, time.perf_counter() - t0, ok)
     path = sub_dir / (f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
     ctx.out.save_json(summary, path)
     if failures:
@@ -371,6 +381,14 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
     return all((out.root / "group" / n).is_dir() and any((out.root / "group" / n).iterdir()) for n in names)
 
 
+def _ticking(stages, bar, analyses):
+    """The stages, advancing ``bar`` by a stage's number of analyses when the loop moves past it."""
+    for stage in stages:
+        yield stage
+        if bar is not None:
+            bar.update(sum(1 for a in analyses if STAGE_OF.get(a) == stage))
+
+
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     """Run the group stages. The seed actually used (:func:`resolve_seed`) is the ``random_seed``
     of the statistics every stage gets; a stage whose participant inputs are damaged
@@ -393,8 +411,14 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     decisions = decide(study, out)
     decisions.write(out.root / "group")
     log.info("group level: %s", decisions.sentence())
-    with use_scheduler(options.scheduler), job_tempdir(scratch_root(gctx.work_dir)):
-        for stage in group_stages(analyses):
+    from .progress import bar as progress_bar
+
+    import contextlib
+
+    gbar = progress_bar(len(analyses), "group", "analysis")  # on a terminal: analyses done / total
+    with use_scheduler(options.scheduler), job_tempdir(scratch_root(gctx.work_dir)), \
+            (gbar if gbar is not None else contextlib.nullcontext()):
+        for stage in _ticking(group_stages(analyses), gbar, analyses):
             gctx.study = decisions.restrict(study, STAGE_MODALITY[stage])
             key = group_stage_key(gctx.study, out, stage, analyses, gctx.stats, seed)
             marker = out.root / "group" / f".{stage}_done.json"
