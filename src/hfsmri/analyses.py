@@ -33,8 +33,6 @@ STAGE_ORDER = ("anat", "dwi", "func", "conn")
 STAGE_NEEDS = {"conn": ("func",), "func": (), "dwi": (), "anat": ()}
 #: input each stage needs: attribute of bids.SubjectInputs
 STAGE_INPUT = {"anat": "t1w", "dwi": "dwi", "func": "bold", "conn": "bold"}
-#: group-level QC modality of each stage (:data:`QC_RULES`): BOLD analyses share the motion rule
-STAGE_QC = {"func": "bold", "conn": "bold"}
 #: a group analysis needs at least this many participants
 MIN_SUBJECTS = 4
 
@@ -160,20 +158,17 @@ COVARIATES = {"TIV": Covariate(ANAT_TISSUE, "tiv_ml", drop_if_constant=True),
 
 
 @dataclass(frozen=True)
-class QcRule:
-    """A group-level subject-selection rule: leave out participants whose ``value`` (an extra
-    covariate's source) exceeds ``preprocessing.<stage>.<limit>`` when ``<enabled>`` is true."""
+class QcTable:
+    """The group copy of a modality's participant QC table (``group/<stage>_qc.tsv``, with an
+    ``excluded`` column): read from the source of the extra covariate ``value``. Who is excluded is
+    decided by :mod:`hfsmri.qc.decisions` (study.yaml ``qc:``), not here."""
 
     value: str
     stage: str
-    limit: str
-    enabled: str
-    label: str
-    unit: str
 
 
-#: QC rules per modality (:data:`STAGE_QC`), applied when the group level collects participants
-QC_RULES = {"bold": (QcRule("mean_fd", "func", "max_mean_fd", "exclude_high_motion", "mean FD", "mm"),)}
+#: group QC tables per modality
+QC_TABLES = {"bold": QcTable("mean_fd", "func")}
 
 
 # --------------------------------------------------------------------------- metrics and rules

@@ -158,6 +158,8 @@ def run_level(level: str, bids_dir, output_dir, study=None, *, participant_label
     log.info("study: %d patients, %d controls; analyses: %s; random seed %d", len(st.subjects_in("patient")),
              len(st.subjects_in("control")), ", ".join(a for a in st.analyses if a not in skip),
              st.stats["random_seed"])
+    from .progress import flush_repeats
+
     try:
         if level == "participant":
             try:
@@ -167,6 +169,7 @@ def run_level(level: str, bids_dir, output_dir, study=None, *, participant_label
                 if r.fatal:  # full disk / quota / read-only: one line, the run stops
                     raise HfsmriError(f"{r.name}: {r.error}") from None
                 raise HfsmriError(f"stopped at the first crash: {r.name}: {r.error} (log: {r.log_file})") from None
+            flush_repeats()  # one line per repeated message held back
             failed = [r for r in results if not r.ok]
             for r in results:
                 log.info("%s: %s in %.1f s%s", r.name, "ok" if r.ok else "FAILED", r.seconds,
@@ -180,6 +183,7 @@ def run_level(level: str, bids_dir, output_dir, study=None, *, participant_label
             record.finish("ok", results)
             return results
         summary = run_group_level(st, out, options)
+        flush_repeats()
         html = output_dir / "report.html"
         if report and getattr(options, "group_reused", False) and html.exists():
             log.info("report: %s is up to date (every group stage reused); `hfsmri report` rebuilds it", html)

@@ -49,6 +49,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("logging")
     g.add_argument("-v", "--verbose", action="store_true", help="more detail (DEBUG level)")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
     g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
@@ -194,24 +195,36 @@ def import_parser() -> argparse.ArgumentParser:
 def run_import(args) -> int:
     from .dicom import import_dicom
 
-    setup_logging(args.verbose, args.debug)
+    setup_logging(args.verbose, args.debug, args.quiet)
     import_dicom(args.dicom_dir, args.bids_dir, args.subject, session=args.session, heuristic=args.heuristic,
                  participant_info=args.participant_info, overwrite=args.overwrite, dry_run=args.dry_run)
     return 0
 
 
-def setup_logging(verbose: bool = False, debug: bool = False) -> int:
+def setup_logging(verbose: bool = False, debug: bool = False, quiet: bool = False) -> int:
+    """The console handler of the ``hfsmri`` logger (:class:`hfsmri.progress.ConsoleHandler`):
+    INFO, DEBUG with ``-v``/``--debug``, WARNING with ``--quiet`` (and no progress bar). Returns the
+    level the jobs log at (their log files keep INFO even with ``--quiet``)."""
+    from .progress import ConsoleHandler, set_quiet
+
     level = logging.DEBUG if (verbose or debug) else logging.INFO
+    quiet = bool(quiet) and not (verbose or debug)
+    set_quiet(quiet)
     logger = logging.getLogger("hfsmri")
     logger.setLevel(level)
-    ours = [h for h in logger.handlers if getattr(h, "_hfsmri", False)]
+    for h in [h for h in logger.handlers if getattr(h, "_hfsmri", False) and not isinstance(h, ConsoleHandler)]:
+        logger.removeHandler(h)  # an older plain handler (same process, e.g. tests)
+    ours = [h for h in logger.handlers if isinstance(h, ConsoleHandler)]
     for h in ours:  # sys.stderr may have been replaced since (tests, notebooks): follow it
         h.stream = sys.stderr
+        h.reset()
     if not ours:
-        h = logging.StreamHandler(sys.stderr)
+        h = ConsoleHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
-        h._hfsmri = True
         logger.addHandler(h)
+        ours = [h]
+    for h in ours:
+        h.setLevel(logging.WARNING if quiet else logging.NOTSET)
     logger.propagate = False
     return level
 
@@ -259,7 +272,7 @@ def run_bids_app(args) -> int:
     """``hfsmri BIDS_DIR OUTPUT_DIR participant|group``: :func:`hfsmri.api.run_level` with the options."""
     from .api import run_level
 
-    level = setup_logging(args.verbose, args.debug)
+    level = setup_logging(args.verbose, args.debug, args.quiet)
     validate_bids_app_args(args)
     run_level(args.analysis_level, args.bids_dir, args.output_dir, args.study,
               participant_label=args.participant_label, session_label=args.session_label,
@@ -273,7 +286,7 @@ def run_bids_app(args) -> int:
 def run_simulate(args) -> int:
     from .simulate import simulate_study
 
-    setup_logging(args.verbose, args.debug)
+    setup_logging(args.verbose, args.debug, args.quiet)
     if args.n_patients < 0 or args.n_controls < 0:
         raise HfsmriError("--n-patients and --n-controls must be non-negative")
     sessions = [s.strip() for s in args.sessions.split(",") if s.strip()] if args.sessions else None
@@ -288,7 +301,7 @@ def run_simulate(args) -> int:
 def run_demo(args) -> int:
     from .demo import run_demo as _run
 
-    setup_logging(args.verbose, args.debug)
+    setup_logging(args.verbose, args.debug, args.quiet)
     report = _run(args.output_dir, n_patients=args.n_patients, n_controls=args.n_controls, n_perm=args.n_perm,
                   nprocs=args.nprocs, seed=args.seed, quick=args.quick)
     print(f"report: {report}")
@@ -298,7 +311,7 @@ def run_demo(args) -> int:
 def run_report(args) -> int:
     from .report import build_report
 
-    setup_logging(args.verbose, args.debug)
+    setup_logging(args.verbose, args.debug, args.quiet)
     if not args.output_dir.is_dir():
         raise HfsmriError("OUTPUT_DIR does not exist", path=args.output_dir)
     print(build_report(args.output_dir))
@@ -308,7 +321,7 @@ def run_report(args) -> int:
 def run_power(args) -> int:
     from .power import run_power as _run
 
-    setup_logging(args.verbose, args.debug)
+    setup_logging(args.verbose, args.debug, args.quiet)
     try:
         ns = [int(x) for x in str(args.n).split(",") if x.strip()]
     except ValueError:

@@ -276,6 +276,7 @@ GROUP_FILES = {
     "skeletonised": "all_{M}_skeletonised.nii.gz", "mean_fa": "mean_FA.nii.gz",   # tbss/
     "skeleton": "mean_FA_skeleton_mask.nii.gz", "ica_maps": "components.nii.gz",    # tbss/, ica/
     "ica_labels": "components.tsv", "func_qc": "func_qc.tsv",                       # ica/, group/
+    "qc_decisions": "qc_decisions.tsv",                                             # group/
     "group_summary": "group_summary.json", "stage_marker": ".{c}_done.json",        # group/ (c = the stage)
     "folder": "",                                                                   # the folder itself
 }

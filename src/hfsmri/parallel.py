@@ -167,13 +167,17 @@ def thread_limits(n: int | None):
                 os.environ[k] = v
 
 
-def _worker_init(omp: int) -> None:
+def _worker_init(omp: int, progress_queue=None) -> None:
     """Initializer of a spawned pool worker: thread caps before the job's modules are imported.
     ``NUMBA_NUM_THREADS`` is set only while numba is not imported in this process (its pool size
     is then ``omp``); afterwards it is left alone (see :func:`thread_limits`)."""
     os.environ.update(thread_env(omp))
     if "numba" not in sys.modules:
         os.environ[NUMBA_ENV] = str(max(1, int(omp)))
+    if progress_queue is not None:  # stage-end lines reach the main process's console as they happen
+        from . import progress
+
+        progress._relay["queue"] = progress_queue
 
 
 class _JobLogHandler(logging.FileHandler):
@@ -242,6 +246,14 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
             logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > level:
             logger.setLevel(level)
+    from . import progress
+
+    relay = progress.relay_handler()  # None in the main process (its console shows the lines)
+    if relay is not None:
+        plog = logging.getLogger(progress.LOGGER)
+        plog.addHandler(relay)
+        if plog.getEffectiveLevel() > logging.INFO:  # a fresh worker: the root's WARNING would drop the lines
+            plog.setLevel(logging.INFO)
     per_job_peak = _reset_peak()
     est = f"{job.mem_mb:.0f} MB" if job.mem_mb else "none"
     peak_kind = "peak memory" if per_job_peak else "process peak memory"
@@ -275,6 +287,8 @@ def run_one(job: Job, log_dir: str | None, level: int = logging.INFO, omp_nthrea
         if handler is not None:
             logger.removeHandler(handler)
             handler.close()
+        if relay is not None:
+            logging.getLogger(progress.LOGGER).removeHandler(relay)
 
 
 def _concurrency(jobs: list[Job], nprocs: int, mem_mb: float | None) -> int:
@@ -319,7 +333,9 @@ def run_jobs(jobs: list[Job], nprocs: int | None = None, omp_nthreads: int | Non
     omp = omp_nthreads or 1
     log_dir = str(log_dir) if log_dir else None
     if progress is None:
-        progress = sys.stderr.isatty()
+        from .progress import bars_enabled
+
+        progress = bars_enabled()
     if mem_mb and workers < min(nprocs, len(jobs)):
         log.info("memory limit %.0f MB: running %d job(s) at a time (estimate %.0f MB each)",
                  mem_mb, workers, max(j.mem_mb or 0 for j in jobs))
@@ -341,7 +357,7 @@ def _progress(items, enabled):
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc="subjects", unit="job")
+    return tqdm(items, desc="subjects", unit="subject", file=sys.stderr, dynamic_ncols=True)
 
 
 class _Lane:
@@ -353,8 +369,9 @@ class _Lane:
     ``os._exit``) only the job it was running fails.
     """
 
-    def __init__(self, ctx, max_jobs: int):
+    def __init__(self, ctx, max_jobs: int, progress_queue=None):
         self.ctx, self.max_jobs = ctx, max(1, int(max_jobs))
+        self.queue = progress_queue
         self.pool: ProcessPoolExecutor | None = None
         self.n = 0
 
@@ -362,7 +379,7 @@ class _Lane:
         if self.pool is None or self.n >= self.max_jobs:
             self.close()
             self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.ctx, initializer=_worker_init,
-                                            initargs=(omp,))
+                                            initargs=(omp, self.queue))
         self.n += 1
         fut = self.pool.submit(run_one, job, log_dir, level, omp, scratch)
         try:
@@ -393,6 +410,10 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level,
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update(thread_env(omp))
     ctx = mp.get_context("spawn")
+    from .progress import listen
+
+    queue = ctx.Queue()  # stage-end lines from the workers (hfsmri.progress)
+    listener = listen(queue)
     lanes: list[_Lane] = []
     local = threading.local()
     lock = threading.Lock()
@@ -400,7 +421,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level,
     def run_in_lane(job: Job) -> JobResult:
         lane = getattr(local, "lane", None)
         if lane is None:
-            lane = local.lane = _Lane(ctx, JOBS_PER_WORKER)
+            lane = local.lane = _Lane(ctx, JOBS_PER_WORKER, queue)
             with lock:
                 lanes.append(lane)
         return lane.run(job, log_dir, level, omp, scratch)
@@ -410,7 +431,7 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level,
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="subjects", unit="job")
+        bar = tqdm(total=len(jobs), desc="subjects", unit="subject", file=sys.stderr, dynamic_ncols=True)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfsmri-job") as pool:
             futures = {pool.submit(run_in_lane, job): i for i, job in enumerate(jobs)}
@@ -433,6 +454,9 @@ def _run_pool(jobs, workers, omp, log_dir, stop_on_first_crash, progress, level,
     finally:
         for lane in lanes:
             lane.close()
+        queue.put(None)  # after the workers ended: every line they sent is printed
+        listener.join(timeout=10)
+        queue.close()
         if bar is not None:
             bar.close()
         for k, v in saved.items():
@@ -468,7 +492,13 @@ def _run_dask(jobs, address, log_dir, stop_on_first_crash, omp, level, scratch=N
     times); the re-run resumes from the outputs already written (skip-if-done)."""
     from distributed import as_completed
 
+    from .progress import TOPIC, dask_listener
+
     client = address if not isinstance(address, str) else connect(address)
+    try:
+        client.subscribe_topic(TOPIC, dask_listener)  # stage-end lines from the workers, as they happen
+    except Exception:  # noqa: BLE001 - an older distributed: no live lines, the job logs have them
+        pass
     try:
         futures = {f"hfsmri-{job.name}-{i}": client.submit(run_one, job, log_dir, level, omp, scratch,
                                                             key=f"hfsmri-{job.name}-{i}", pure=False)

@@ -12,6 +12,7 @@ stage with one :class:`GroupContext`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class GroupContext:
     work_dir: Path | None = None
     participant_summaries: dict = field(default_factory=dict)
     client: Any = None   # dask.distributed client of --scheduler (permutation blocks), or None
+    qc_decisions: Any = None  # hfsmri.qc.decisions.QcDecisions of the run: who each modality analyses
 
     def __post_init__(self):
         if self.log is None:
@@ -134,14 +136,22 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
     for p in remove_stale_temporaries(sub_dir):
         ctx.log.info("removed a temporary file left by an interrupted run: %s", p.name)
     failures = []
+    import time
+
+    from .progress import stage_done
+
+    label = f"sub-{ctx.subject}" + (f" ses-{ctx.session}" if ctx.session else "")
     for stage in stages:
-        ctx.log.info("sub-%s%s: %s stage", ctx.subject, f" ses-{ctx.session}" if ctx.session else "", stage)
+        ctx.log.info("%s: %s stage", label, stage)
+        t0 = time.perf_counter()
+        ok = False
         try:
             mod = _stage_module(stage, "participant")
             from .spatial.registration import ants_seed  # every ANTs call of the job gets --random-seed
 
             with ants_seed(ctx.seed):
                 summary["stages"][stage] = mod.run(ctx) or {}
+            ok = True
         except Exception as exc:  # one stage failing must not hide the others' results
             fatal = storage_error(exc, where=f"OUTPUT_DIR {ctx.out.root} or the work directory {ctx.work_dir}")
             if fatal is not None and fatal.fatal:  # the other stages cannot write either
@@ -150,6 +160,8 @@ def run_participant_job(ctx: ParticipantContext, stages: list[str]) -> dict:
             ctx.log.error("%s stage failed: %s", stage, msg, exc_info=not isinstance(exc, HfsmriError))
             failures.append(f"{stage}: {msg}")
             summary["stages"][stage] = {"error": msg}
+        finally:
+            stage_done(label, stage, time.perf_counter() - t0, ok)
     path = sub_dir / (f"sub-{ctx.subject}" + (f"_ses-{ctx.session}" if ctx.session else "") + "_desc-hfsmri_summary.json")
     ctx.out.save_json(summary, path)
     if failures:
@@ -376,6 +388,14 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
                for n in names)
 
 
+def _ticking(stages, bar, analyses):
+    """The stages, advancing ``bar`` by a stage's number of analyses when the loop moves past it."""
+    for stage in stages:
+        yield stage
+        if bar is not None:
+            bar.update(sum(1 for a in analyses if STAGE_OF.get(a) == stage))
+
+
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     """Run the group stages. The seed actually used (:func:`resolve_seed`) is the ``random_seed``
     of the statistics every stage gets; a stage whose participant inputs are damaged
@@ -394,9 +414,19 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     from .group import run_stage
     from .parallel import client_for  # permutation blocks run as Dask tasks with --scheduler
 
-    with client_for(options.scheduler) as gctx.client, job_tempdir(scratch_root(gctx.work_dir)):
-        for stage in group_stages(analyses):
-            key = group_stage_key(study, out, stage, analyses, gctx.stats, seed)
+    from .qc.decisions import STAGE_MODALITY, decide  # study.yaml qc: rules -> who each stage analyses
+    from .progress import bar as progress_bar
+
+    decisions = gctx.qc_decisions = decide(study, out)
+    decisions.write(out.group_path(kind="folder"))
+    log.info("group level: %s", decisions.sentence())
+    gbar = progress_bar(len(analyses), "group", "analysis")  # on a terminal: analyses done / total
+    with client_for(options.scheduler) as gctx.client, job_tempdir(scratch_root(gctx.work_dir)), \
+            (gbar if gbar is not None else contextlib.nullcontext()):
+        for stage in _ticking(group_stages(analyses), gbar, analyses):
+            # the fingerprint sees who the qc: rules leave out, so re-thresholding reruns the stage
+            key = group_stage_key(decisions.restrict(study, STAGE_MODALITY[stage]), out, stage, analyses,
+                                  gctx.stats, seed)
             marker = out.group_path(contrast=stage, kind="stage_marker")
             done = _read_marker(marker)
             if _marker_valid(done, key, out):

@@ -44,7 +44,7 @@ from .errors import StudyError
 
 TOP_LEVEL_KEYS = ("group_column", "groups", "covariates", "covariate_types", "clinical",
                   "affected_side_column", "flip_to", "sessions", "site_column", "harmonize", "exclude",
-                  "analyses", "preprocessing", "stats")
+                  "analyses", "preprocessing", "stats", "qc")
 SIDES = ("L", "R", "B")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 _MISSING = {"", "n/a", "na", "nan", "none", "null"}
@@ -133,6 +133,7 @@ class Study:
     preprocessing : modality -> resolved preprocessing parameters.
     stats : resolved statistics parameters.
     excluded : label -> reason for participants left out.
+    qc : resolved QC rules (study.yaml ``qc:``; :mod:`hfsmri.qc.decisions`), applied at the group level.
     """
 
     participants: pd.DataFrame
@@ -150,6 +151,7 @@ class Study:
     preprocessing: dict = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: dict(STATS_DEFAULTS))
     excluded: dict = field(default_factory=dict)
+    qc: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
@@ -356,12 +358,15 @@ class Study:
                 raise err(f"unknown key {k!r}{_suggest(k, STATS_DEFAULTS)}", f"stats.{k}")
             stats[k] = v
         cls._check_stats(stats, ypath)
+        from .qc.decisions import resolve_qc
+
+        qc = resolve_qc(cfg.get("qc"), preprocessing, df.index, err)
 
         return cls(participants=df, group_column=group_column, groups=groups, covariates=covariates,
                    covariate_types=covariate_types, clinical=clinical, affected_side_column=side_col,
                    flip_to=flip_to, sessions=sessions, site_column=site_col, harmonize=harmonize,
                    analyses=analyses,
-                   preprocessing=preprocessing, stats=stats, excluded=excluded,
+                   preprocessing=preprocessing, stats=stats, excluded=excluded, qc=qc,
                    source={"participants": str(tsv), "study_yaml": str(ypath)})
 
     @staticmethod
@@ -517,6 +522,7 @@ class Study:
             "analyses": copy.deepcopy(self.analyses),
             "preprocessing": copy.deepcopy(self.preprocessing),
             "stats": dict(self.stats),
+            "qc": copy.deepcopy(self.qc),
         }
 
     def write_resolved(self, output_dir: str | Path) -> Path:

@@ -408,11 +408,15 @@ def run(ctx) -> dict:
 
     # resume: every output up to date and the transforms still on disk -> nothing to do
     cached = _cached_session(work, key)
-    png = out.path(sub, ses, "anat", "T1w", space=TEMPLATE_SPACE, res=res, entities={"desc": "regqc"}, ext=".png")
-    if cached is not None and png.exists() and all(out.is_done(p, inputs, prm) for p, prm in outs.values()):
+    from ..qc import figures as qc_figures, record as qc_record  # QC: hfsmri.qc owns the IQMs, names, files
+    png = qc_figures.figure_path(out, sub, ses, "t1w_mni")
+    iqm = qc_record.cached(out, sub, ses, "T1w", inputs, params_reg)
+    if cached is not None and iqm is not None and png.exists() and all(out.is_done(p, inputs, prm)
+                                                                        for p, prm in outs.values()):
         tr, extra = cached
         summary = pd.read_csv(outs["tissue"][0], sep="\t").iloc[0].to_dict()
         summary = {k2: (v.item() if hasattr(v, "item") else v) for k2, v in summary.items()}
+        summary["iqm"] = iqm
         _fill_ctx(ctx, tr, outs, res, summary["tiv_ml"], extra)
         log.info("anat: outputs up to date, skipped")
         summary["skipped"] = True
@@ -499,6 +503,13 @@ def run(ctx) -> dict:
         t0 = _now()
         _roi_volumes(ctx, tr, seg, t1_n4, inputs, params_reg)
         _tick(timing, "roi_volumes", t0)
+
+    # image-quality metrics (MRIQC definitions) of this T1w: hfsmri.qc.record writes desc-iqm_stats.tsv
+    t0 = _now()
+    summary["iqm"] = qc_record.anat(ctx, n4=t1_n4, brain_mask=m, seg=seg, transforms=tr,
+                                    dice={"brain_mask_dice": mask_dice, "gm_dice": gm_dice},
+                                    inputs=inputs, params=params_reg)
+    _tick(timing, "iqm", t0)
 
     _tick(timing, "total", t_start)
     summary["timing"] = {k2: round(v, 2) for k2, v in timing.items()}

@@ -110,9 +110,12 @@ def run(ctx) -> dict:
     roi_params = dict(params, callosum_scheme=p["callosum_scheme"])
     summary: dict = {"source": source}
 
-    if all(ctx.out.is_done(f, inputs, params) for f in list(outs.values()) + [mpath]):
+    from hfsmri.qc import record as qc_record  # QC: hfsmri.qc owns the IQMs, figures and their files
+    iqm = qc_record.cached(ctx.out, ctx.subject, ctx.session, "dwi", inputs, params)
+    if iqm is not None and all(ctx.out.is_done(f, inputs, params) for f in list(outs.values()) + [mpath]):
         ctx.log.info("tensor maps up to date: skipped")
         summary["skipped"] = True
+        summary["iqm"] = iqm
         mni = {m: np.asarray(nib.load(str(f)).dataobj, dtype=np.float32) for m, f in outs.items()}
         mni_mask = np.asarray(nib.load(str(mpath)).dataobj) > 0
     else:
@@ -125,6 +128,7 @@ def run(ctx) -> dict:
             raise InputDataError("DWI contains NaN or infinite values", path=dwi_path)
         affine = img.affine
         summary["gradients"] = gtab.qc(p["bmax"])
+        raw, motion = data, None  # the DWI as read and the motion estimates, for the QC metrics
         if source == "raw":
             if p["denoise"]:
                 ctx.log.info("denoising (%s)", p["denoise"])
@@ -134,6 +138,7 @@ def run(ctx) -> dict:
                              data.shape[3])
                 mc = motion_correct(data, affine, gtab, log=ctx.log)
                 data, gtab = mc["data"], mc["gtab"]
+                motion = {"rotation_deg": mc["rotation_deg"], "translation_mm": mc["translation_mm"]}
                 summary["motion"] = {"max_rotation_deg": float(mc["rotation_deg"].max()),
                                      "mean_rotation_deg": float(mc["rotation_deg"].mean()),
                                      "max_translation_mm": float(mc["translation_mm"].max())}
@@ -175,6 +180,11 @@ def run(ctx) -> dict:
             ctx.out.save_nifti(nib.Nifti1Image(mni[m], aff), outs[m], sidecar=meta, inputs=inputs, params=params)
         ctx.out.save_nifti(nib.Nifti1Image(mni_mask.astype(np.uint8), aff), mpath, sidecar=side, inputs=inputs,
                            params=params)
+        # image-quality metrics and QC figures (hfsmri.qc.record writes desc-iqm_stats.tsv and figures/)
+        summary["iqm"] = qc_record.dwi(ctx, raw=raw, affine=affine, bvals=gtab.bvals, b0_threshold=p["b0_threshold"],
+                                       mask=mask, b0=b0, motion=motion, reg=reg, t1w_to_mni=t1_to_mni,
+                                       inputs=inputs, params=params)
+        del raw
 
     if not ctx.out.is_done(spath, inputs, roi_params):
         masks = _tract_masks(float(res), p["callosum_scheme"])

@@ -175,11 +175,13 @@ def run(ctx) -> dict:
     qc_p = qc_path(out, sub, ses)
     wanted = [clean_p, mask_p, conf_p, qc_p] + [
         metric_path(out, sub, ses, m, res, d) for a in requested for m in METRICS[a] for d in MAP_DESCS]
-    if all(out.is_done(p, inputs, params) for p in wanted):
+    from hfsmri.qc import record as qc_record  # QC: hfsmri.qc owns the IQMs, figures and their files
+    iqm = qc_record.cached(out, sub, ses, "bold", inputs, params)
+    if iqm is not None and all(out.is_done(p, inputs, params) for p in wanted):
         ctx.log.info("func: outputs up to date, skipped")
         qc = pd.read_csv(qc_p, sep="\t").iloc[0].to_dict()
         _fill_ctx(ctx, clean_p, mask_p, conf_p, qc_p, qc)
-        return _summary(qc)
+        return dict(_summary(qc), iqm=iqm)
 
     # ------------------------------------------------------------- preprocessing
     if source == "fmriprep":
@@ -231,7 +233,6 @@ def run(ctx) -> dict:
     n_t = data.shape[3]
     ts = np.ascontiguousarray(data[mask].T, dtype=np.float64)  # (n_t, n_vox)
     dv = cf.dvars(ts)
-    tsnr_med = float(np.median(cf.tsnr(ts)))
     keep = None
     n_scrubbed = 0
     if fp["scrubbing"]:
@@ -327,6 +328,16 @@ def run(ctx) -> dict:
         maps["falff"] = _write_map(ctx, f, mask, affine, "falff", res, fw, params, inputs,
                                    {**meta, "Method": "fALFF, DPABI rules (band sum / sum over 0 < f <= Nyquist)"})
 
+    # image-quality metrics and QC figures (MRIQC definitions; hfsmri.qc.record writes desc-iqm_stats.tsv)
+    coreg = None
+    if source == "raw" and registration == "anat" and (getattr(ctx, "anat", None) or {}).get("wm_probseg"):
+        coreg = {"mean_epi": pre["mean_epi"], "epi_to_t1w": list(pre["to_template"])[len(to_mni):], "t1w": t1w,
+                 "wm_probseg": ctx.anat["wm_probseg"]}
+    iqm = qc_record.func(ctx, ts=ts, data4d=data, mask=mask, affine=affine, fd=fd, tr=tr,
+                         fd_threshold=float(fp["fd_scrub_threshold"]), scrubbing=bool(fp["scrubbing"]),
+                         source=source, registration=registration, coreg=coreg, inputs=inputs, params=params)
+    tsnr_med = iqm["tsnr"]  # one definition: median tSNR of the linearly detrended series (hfsmri.qc)
+
     qc = {"participant_id": f"sub-{sub}", "session": ses or "n/a", "source": source,
           "registration": registration, "tr": float(tr), "n_volumes": int(n_t + n_dummy), "n_dummy": n_dummy,
           "n_kept": int(n_kept), "n_scrubbed": n_scrubbed, "mean_fd": mean_fd, "max_fd": float(fd.max()),
@@ -335,13 +346,15 @@ def run(ctx) -> dict:
           "max_mean_fd": float(fp["max_mean_fd"]), "high_motion": bool(high_motion),
           "slice_timing": _slice_timing_label(source, st_plan, fp)}
     out.save_tsv(pd.DataFrame([qc]), qc_p, inputs=inputs, params=params,
-                 sidecar={"Description": "functional QC: Power FD (mm), DVARS, median tSNR, kept volumes",
+                 sidecar={"Description": "functional QC: Power FD (mm), DVARS, median tSNR (linearly detrended "
+                                         "series, hfsmri.qc.functional), kept volumes",
                           "high_motion": f"mean FD > {fp['max_mean_fd']} mm"})
     if high_motion:
         ctx.log.warning("sub-%s: mean FD %.3f mm above the %.2f mm limit", sub, mean_fd, fp["max_mean_fd"])
     _fill_ctx(ctx, clean_p, mask_p, conf_p, qc_p, qc)
     summary = _summary(qc)
     summary["maps"] = maps
+    summary["iqm"] = iqm
     return summary
 
 

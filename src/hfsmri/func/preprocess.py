@@ -146,7 +146,9 @@ def preprocess_raw(bold_path, tr: float, work_dir, dummy_scans: int = 5, resolut
     "ref_time": s}`` (:func:`hfsmri.func.participant.slice_timing_plan`).
 
     Returns dict: ``img`` (nib 4D float32 on the template grid), ``mask`` (bool 3D),
-    ``motion`` ((n, 6) mm/rad), ``registration`` ("anat" or "direct"), ``n_dummy``.
+    ``motion`` ((n, 6) mm/rad), ``registration`` ("anat" or "direct"), ``n_dummy``,
+    ``to_template`` (ANTs transform files, mean EPI -> MNI; with "anat" the anatomical transforms
+    followed by the rigid mean EPI -> T1w ones), ``mean_epi`` (path of the native mean EPI).
     """
     import ants
     from scipy import ndimage
@@ -212,7 +214,7 @@ def preprocess_raw(bold_path, tr: float, work_dir, dummy_scans: int = 5, resolut
     res_img.header.set_xyzt_units("mm", "sec")
     res_img.header.set_zooms((float(resolution),) * 3 + (float(tr),))
     return {"img": res_img, "mask": mask, "motion": ra["params"], "registration": how,
-            "n_dummy": int(dummy_scans), "to_template": to_template}
+            "n_dummy": int(dummy_scans), "to_template": to_template, "mean_epi": str(mean_path)}
 
 
 def load_fmriprep(bold_path, mask_path=None, resolution: float = 3, drop=None):

@@ -1,7 +1,8 @@
 """Participant selection and reading for the group level; each fault an InputDataError naming the file.
 
-:func:`qc_exclusions` is the subject-selection hook (QC rules of a modality, :data:`hfsmri.analyses.
-QC_RULES`, applied once per run; the QC table with an ``excluded`` column goes to ``group/``);
+:func:`qc_exclusions` is the subject-selection hook (the study.yaml ``qc:`` decisions of
+:mod:`hfsmri.qc.decisions` for the stage's modality; the BOLD QC table with an ``excluded`` column goes
+to ``group/``);
 :func:`select` gives a metric's participants: in the study, not excluded, with every input the
 analysis needs, the metric's own and a value of every extra covariate.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..analyses import COVARIATES, QC_RULES, STAGE_QC, setting
+from ..analyses import COVARIATES, QC_TABLES
 from ..errors import InputDataError
 
 
@@ -61,30 +62,34 @@ def covariate_values(gctx, name: str, ses) -> dict:
 
 
 def qc_exclusions(gctx, stage: str, ses) -> dict:
-    """Participants left out of every analysis of ``stage``'s modality by its QC rules: label -> reason."""
-    modality = STAGE_QC.get(stage)
+    """Participants left out of every analysis of ``stage``'s modality: label -> reason.
+
+    The one owner of who is excluded is :mod:`hfsmri.qc.decisions` (study.yaml ``qc:`` rules on the
+    participant QC tables; ``preprocessing.func.exclude_high_motion`` sets its ``mean_fd_max``): the
+    group level decides once per run (``gctx.qc_decisions``); a bare context decides here."""
+    from ..qc.decisions import STAGE_MODALITY, decide
+
+    modality = STAGE_MODALITY.get(stage)
     if modality is None:
         return {}
     key = ("qc", modality, ses)
     cache = _cache(gctx)
     if key not in cache:
-        pre = getattr(gctx.study, "preprocessing", None)
-        excluded = {}
-        for rule in QC_RULES[modality]:
-            if setting(f"preprocessing.{rule.stage}.{rule.enabled}", None, pre):
-                lim = float(setting(f"preprocessing.{rule.stage}.{rule.limit}", None, pre))
-                for s, v in covariate_values(gctx, rule.value, ses).items():
-                    if v > lim and s not in excluded:
-                        excluded[s] = f"{rule.label} {v:.3f} {rule.unit} > {lim} {rule.unit}"
+        decisions = getattr(gctx, "qc_decisions", None)
+        if decisions is None:
+            decisions = gctx.qc_decisions = decide(gctx.study, gctx.out)
+        members = set(labels(gctx.study))
+        excluded = {s: r for s, r in decisions.excluded(modality).items() if s in members}
         cache[key] = excluded
-        _write_qc_table(gctx, modality, ses, excluded)
+        if modality in QC_TABLES:
+            _write_qc_table(gctx, modality, ses, excluded)
     return cache[key]
 
 
 def _write_qc_table(gctx, modality: str, ses, excluded: dict) -> None:
     from ..derivatives import save_tsv_atomic
 
-    rule = QC_RULES[modality][0]          # the modality's QC table: the source of its first rule
+    rule = QC_TABLES[modality]
     src = COVARIATES[rule.value].source
     rows = [read_table(p, "QC") for s in labels(gctx.study) if (p := src.path(gctx.out, s, ses)).exists()]
     if rows:

@@ -638,8 +638,12 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
     n_pat = int((roles == "patient").sum()) if len(roles) else None
     n_con = int((roles == "control").sum()) if len(roles) else None
     excluded = data.run_info.get("excluded") or {}
+    from ..qc.decisions import read_decisions
+
+    qc_dec = read_decisions(root / "group", data.study.get("qc") or {})
     sections, refs = methods_sections(data.study, list(analyses) or requested, n_pat, n_con, excluded,
-                                      data.run_info.get("flipped"), simulated=data.effects is not None)
+                                      data.run_info.get("flipped"), simulated=data.effects is not None,
+                                      qc_sentence=qc_dec.sentence() if qc_dec is not None else None)
     (out.dir / "methods.md").write_text(methods_markdown(sections, refs), encoding="utf-8")
 
     n_sig = sum(1 for secs in analyses.values() for s in secs for b in s["contrasts"] if b["significant"])

@@ -135,7 +135,8 @@ def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str
 
 
 def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, excluded=None,
-                     flipped=None, simulated: bool = False) -> tuple[list[dict], list[str]]:
+                     flipped=None, simulated: bool = False, qc_sentence: str | None = None
+                     ) -> tuple[list[dict], list[str]]:
     """Methods paragraphs and the numbered reference list.
 
     Parameters
@@ -144,6 +145,7 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     analyses : names of the analyses whose results are reported (keys of ``study["analyses"]``).
     n_patients, n_controls, excluded, flipped : participant counts, ``{label: reason}``, flipped labels.
     simulated : the data come from ``hfsmri simulate``.
+    qc_sentence : the QC rules and counts (:meth:`hfsmri.qc.decisions.QcDecisions.sentence`), if any.
 
     Returns
     -------
@@ -156,6 +158,9 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     params = study.get("analyses") or {}
     pre = study.get("preprocessing") or {}
     stats = study.get("stats") or {}
+    fd_max = (study.get("qc") or {}).get("mean_fd_max")
+    if fd_max is None and (pre.get("func") or {}).get("exclude_high_motion"):  # older resolved studies
+        fd_max = (pre.get("func") or {}).get("max_mean_fd", 0.2)
     sections = []
 
     intro = (f"Results included in this report were generated with hfsmri {v['hfsmri']} {c('hfsmri')} "
@@ -172,6 +177,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     if excluded:
         parts.append(f"{len(excluded)} participant(s) were excluded ("
                      + "; ".join(f"sub-{str(k).removeprefix('sub-')}: {r}" for k, r in excluded.items()) + ")")
+    if qc_sentence:
+        parts.append(qc_sentence.rstrip("."))
     flip_to = study.get("flip_to")
     if flip_to:
         parts.append(f"images of patients whose affected side was opposite to {flip_to} were mirrored "
@@ -219,8 +226,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"{_fmt(func_pre.get('band', [0.01, 0.08]))} Hz (not for ALFF/fALFF), and scrubbing of volumes with "
             f"FD > {_fmt(func_pre.get('fd_scrub_threshold', 0.5))} mm was "
             f"{'applied' if func_pre.get('scrubbing') else 'not applied'}; runs with mean FD > "
-            f"{_fmt(func_pre.get('max_mean_fd', 0.2))} mm were "
-            f"{'excluded' if func_pre.get('exclude_high_motion') else 'flagged in the QC table'}.")})
+            + (f"{_fmt(fd_max)} mm were excluded (study.yaml qc: mean_fd_max)." if fd_max is not None else
+               f"{_fmt(func_pre.get('max_mean_fd', 0.2))} mm were flagged in the QC table."))})
 
     for a in analyses:
         text = _analysis_text(a, params.get(a) or {}, pre, c, study.get("covariates") or [])
