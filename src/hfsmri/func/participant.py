@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from hfsmri.analyses import PREPROCESSING_DEFAULTS
+from hfsmri.analyses import ANALYSES, PREPROCESSING_DEFAULTS
 from hfsmri.errors import InputDataError
 from hfsmri.func import confounds as cf
 from hfsmri.func.alff import alff_falff_2d
@@ -46,8 +46,8 @@ from hfsmri.spatial.templates import TEMPLATE_SPACE, load_template
 
 __all__ = ["run", "METRICS", "FUNC_ANALYSES", "MAP_DESCS", "metric_path", "qc_path"]
 
-#: analysis -> metric suffixes it writes
-METRICS = {"reho": ("reho",), "alff": ("alff", "falff"), "dc": ("dcb", "dcw"), "vmhc": ("vmhc",)}
+#: analysis -> its voxel-wise metrics, asked from the registry (hfsmri.analyses: the one list)
+METRICS = {name: tuple(m.name for m in spec.metrics) for name, spec in ANALYSES.items() if spec.stage == "func"}
 FUNC_ANALYSES = tuple(METRICS)
 #: desc entity of each map version (None = raw map)
 MAP_DESCS = (None, "z", "m", "zsmooth", "msmooth")
