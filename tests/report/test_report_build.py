@@ -16,7 +16,7 @@ SECTIONS = ("summary", "methods", "participants", "qc", "results", "files")
 
 
 def _ids(html: str) -> set:
-    return set(re.findall(r'<section id="([^"]+)"', html))
+    return set(re.findall(r'<(?:section|div) id="([^"]+)"', html))
 
 
 def test_renders_empty_output_dir(tmp_path):
@@ -54,9 +54,11 @@ def test_fake_vbm_report(fake_output):
     out = fake_output["out"]
     html = fake_output["report"].read_text()
     assert set(SECTIONS) | {"ground-truth"} <= _ids(html)
-    # every image embedded, nothing loaded from files or the network
+    # result figures embedded as thumbnails; QC figures linked to the participant folders' files;
+    # nothing loaded from the network
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
-    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert srcs and all(s.startswith("data:image/png;base64,") or (out / s).is_file() for s in srcs)
+    assert any(s.startswith("data:") for s in srcs) and any(s.startswith("sub-") for s in srcs)
     assert not re.search(r'(src|href)="(https?:)?//', html) and "@import" not in html and "url(" not in html
     figs = {p.name for p in (out / "report" / "figures").glob("*.png")}
     assert {"vbm_gm_patient-lt-control_glassbrain.png", "vbm_gm_patient-lt-control_slices.png",

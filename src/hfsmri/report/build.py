@@ -23,6 +23,7 @@ from .demographics import demographics_table, sides_table
 from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, score_effects,
                            summarise)
 from .methods import methods_markdown, methods_sections, versions
+from .units import metric_unit, stat_label
 
 log = logging.getLogger("hfsmri")
 
@@ -247,21 +248,108 @@ def qc_flags(df: pd.DataFrame, z: float = QC_ROBUST_Z) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["participant_id", "column", "value", "reason"])
 
 
+#: the short QC table of the report: (modality, IQM column of hfsmri.qc.table.COLUMNS, header);
+#: ``scrubbed`` is shown in % (x 100)
+QC_SHORT = (("T1w", "t1w_dice", "T1w→MNI Dice"), ("T1w", "snr_total", "T1w SNR"), ("T1w", "cnr", "T1w CNR"),
+            ("bold", "mean_fd", "mean FD (mm)"), ("bold", "scrubbed", "scrubbed (%)"), ("bold", "tsnr", "tSNR"),
+            ("dwi", "b0_snr", "b0 SNR"), ("dwi", "dwi_motion", "DWI motion (mm)"),
+            ("dwi", "dwi_outlier", "DWI dropout volumes (%)"))
+_PERCENT = ("scrubbed", "dwi_outlier")
+#: QC figure kinds (hfsmri.qc.figures.FIGURES) -> heading, in report order
+QC_FIGURE_TITLES = {"t1w_mni": "T1w → MNI registration (template edges)",
+                    "bold_coreg": "EPI → T1w coregistration (T1w WM boundary)",
+                    "bold_carpet": "BOLD carpet plots with FD and DVARS", "bold_tsnr": "tSNR maps",
+                    "dwi_coreg": "b0 → T1w coregistration (T1w WM boundary)",
+                    "dwi_slices": "DWI slice dropout (z-scores)"}
+#: summary keys of older outputs (no IQM tables) that are image-quality numbers
+_LEGACY_QC = r"dice|mean_fd|fd_mean|tsnr|snr|cnr|scrub"
+_NOT_QC = r"time|sec|seconds|cpu|path|file|dir|version|n_threads"
+
+
+def qc_short_table(iqms: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, set]:
+    """(short table: one row per participant x session, the :data:`QC_SHORT` columns; the flags of
+    :func:`hfsmri.qc.table.flag_outliers` (image-quality numbers only); flagged (row, header) cells)."""
+    from ..qc.table import flag_outliers
+
+    flags = flag_outliers(iqms)
+    keys = iqms[["participant_id", "session"]].drop_duplicates().reset_index(drop=True)
+    short = keys.copy()
+    cells = set()
+    for modality, col, head in QC_SHORT:
+        sub = iqms[iqms["modality"] == modality].drop_duplicates(["participant_id", "session"])
+        vals = keys.merge(sub[["participant_id", "session", col]], how="left", on=["participant_id", "session"])[col]
+        if vals.notna().any():
+            short[head] = vals * (100.0 if col in _PERCENT else 1.0)
+            for _, f in flags[(flags["metric"] == col) & (flags["modality"] == modality)].iterrows():
+                i = keys.index[(keys["participant_id"] == f["participant_id"]) & (keys["session"] == f["session"])]
+                cells.update((int(j), head) for j in i)
+    if (short["session"] == "n/a").all():
+        short = short.drop(columns="session")
+    return short, flags, cells
+
+
+def _legacy_qc(summaries: list[dict]) -> pd.DataFrame:
+    """Image-quality columns of the participant summaries (outputs written before the IQM tables)."""
+    import re
+
+    df = qc_table(summaries)
+    if df.empty:
+        return df
+    keep = [c for c in df.columns[1:] if c != "flipped" and (
+        (re.search(_LEGACY_QC, c, re.I) and not re.search(_NOT_QC, c, re.I)) or c.lower().endswith("error"))]
+    return df[["participant_id"] + [c for c in ("session",) if c in df.columns and c not in keep] + keep]
+
+
+def qc_figures(data: ReportData, out: _Out) -> list[dict]:
+    """QC figures by kind (:data:`QC_FIGURE_TITLES`, names from :data:`hfsmri.qc.figures.FIGURES`),
+    each a list of ``{"src", "caption"}`` linked (not embedded: they are small palette PNGs written
+    by the participant stages); other PNGs under ``figures/`` come last under "Other QC figures"."""
+    from ..qc.figures import FIGURES
+
+    ends = {k: f"desc-{desc}_{suffix}.png" for k, (suffix, desc, _t, _s) in FIGURES.items()}
+    groups: dict[str, list] = {k: [] for k in QC_FIGURE_TITLES}
+    groups["other"] = []
+    for sub, ses, path in data.qc_figures:
+        kind = next((k for k, e in ends.items() if path.name.endswith(e)), "other")
+        cap = f"sub-{sub}" + (f" ses-{ses}" if ses else "") + ("" if kind != "other" else f" {path.stem}")
+        groups.setdefault(kind, []).append({"src": out.rel(path), "caption": cap})
+    titles = {**QC_FIGURE_TITLES, "other": "Other QC figures"}
+    return [{"kind": k, "title": titles.get(k, k), "anchor": f"qc-{k.replace('_', '-')}", "images": v}
+            for k, v in groups.items() if v]
+
+
 def qc_section(data: ReportData, out: _Out) -> dict:
-    sec = {"table": None, "flags": None, "thumbnails": [], "n_flags": 0}
-    df = qc_table(data.summaries)
-    if not df.empty:
-        flags = qc_flags(df)
-        flagged = {(p, c) for p, c in zip(flags["participant_id"], flags["column"])}
-        sec["table"] = make_table(df, out.tsv(df, "qc.tsv"), cell_class=lambda i, c: "flag" if (
-            df["participant_id"].iloc[i], c) in flagged else "")
+    """Short QC table (image-quality numbers with units; flags on them only) and QC figures."""
+    from ..errors import HfsmriError
+    from ..qc.table import collect as collect_iqms
+
+    sec = {"table": None, "flags": None, "figures": [], "n_flags": 0, "source": "", "full": None}
+    try:
+        iqms = collect_iqms(data.output_dir)
+    except HfsmriError as exc:
+        data.problems.append(str(exc))
+        iqms = pd.DataFrame()
+    if not iqms.empty:
+        short, flags, cells = qc_short_table(iqms)
+        sec["source"] = "iqm"
+        sec["full"] = out.tsv(iqms, "qc_iqms.tsv")
+        sec["table"] = make_table(short, out.tsv(short, "qc.tsv"),
+                                  cell_class=lambda i, c: "flag" if (i, c) in cells else "")
         sec["n_flags"] = len(flags)
         if len(flags):
             sec["flags"] = make_table(flags, out.tsv(flags, "qc_flags.tsv"))
-    for sub, ses, path in data.qc_figures[:120]:
-        th = F.thumbnail(path, out.fig("qc", sub, ses or "", path.stem), caption=f"sub-{sub} {path.stem}")
-        if th is not None:
-            sec["thumbnails"].append(th)
+    else:
+        df = _legacy_qc(data.summaries)
+        if not df.empty:
+            flags = qc_flags(df)
+            flagged = {(p, c) for p, c in zip(flags["participant_id"], flags["column"])}
+            sec["source"] = "summary"
+            sec["table"] = make_table(df, out.tsv(df, "qc.tsv"), cell_class=lambda i, c: "flag" if (
+                df["participant_id"].iloc[i], c) in flagged else "")
+            sec["n_flags"] = len(flags)
+            if len(flags):
+                sec["flags"] = make_table(flags, out.tsv(flags, "qc_flags.tsv"))
+    sec["figures"] = qc_figures(data, out)
     return sec
 
 
@@ -321,10 +409,96 @@ def _meta_line(meta: dict) -> str:
     return "; ".join(bits)
 
 
-def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, underlay) -> tuple[dict, dict]:
+#: per-contrast −log10 p maps that are not a family-wise correction across contrasts; any other
+#: ``CONTRAST_MAPS`` kind of a contrast (e.g. the family-wise map of ``stats`` across the contrasts
+#: of a metric) is read as its family-wise p
+_PER_CONTRAST_KINDS = ("voxelfwe", "clusterfwe", "uncorrected", "fdr")
+FINDINGS_PER_CONTRAST = 5     # clusters of one contrast listed in the findings table (largest |t| first)
+
+
+def anchor(*parts) -> str:
+    """HTML id of a report section (analysis, metric, contrast)."""
+    return "r-" + F.safe_name(*parts).replace("_", "-").lower()
+
+
+def _family_map(c) -> tuple[str, Path] | None:
+    for kind, path in sorted(c.extra.items()):
+        if kind not in _PER_CONTRAST_KINDS:
+            return kind, path
+    return None
+
+
+def _effect_size(cname: str, t: float, meta: dict, roles: pd.Series) -> tuple[float, str]:
+    """Effect size of a peak t: Cohen's d = t·√(1/n₁ + 1/n₂) for a two-group contrast (group sizes
+    of the contrast's subjects), partial r = t/√(t² + df) for a correlation, d_z = t/√n for a paired
+    (within-group) contrast; NaN when the sizes are unknown."""
+    if not np.isfinite(t):
+        return np.nan, ""
+    df = meta.get("DegreesOfFreedom")
+    subs = [subject_label(s) for s in meta.get("Subjects") or []]
+    if cname.startswith("corr"):
+        return (t / math.sqrt(t * t + df), "partial r") if df else (np.nan, "")
+    if "-gt-control" in cname or "-lt-control" in cname:
+        r = roles.reindex(subs) if subs else roles
+        n1, n2 = int((r == "patient").sum()), int((r == "control").sum())
+        return (t * math.sqrt(1 / n1 + 1 / n2), "d") if n1 and n2 else (np.nan, "")
+    n = len(subs) or meta.get("NSubjects")
+    return (t / math.sqrt(n), "d_z") if n else (np.nan, "")
+
+
+def _cluster_findings(res: MetricResult, cname: str, c, ref, sig, logp, aff, kind: str, roles, alpha: float,
+                      stage: str | None) -> list[dict]:
+    """One row per significant cluster of a contrast (largest |stat| first, at most
+    :data:`FINDINGS_PER_CONTRAST`): peak (the largest |stat| in the cluster, as the cluster table),
+    size, minimum FWE p, effect size, family-wise p if a family map exists."""
+    from scipy import ndimage
+
+    conn = int(c.meta.get("ClusterConnectivity") or 26)
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2}.get(conn, 3))
+    lab, n = ndimage.label(sig, structure=structure)
+    fam = _family_map(c)
+    fam_logp = None
+    if fam is not None:
+        try:
+            fam_logp, _ = _load3d(fam[1])
+            fam_logp = fam_logp if fam_logp.shape == sig.shape else None
+        except Exception:
+            fam_logp = None
+    vox = float(abs(np.linalg.det(aff[:3, :3])))
+    # the 26-connected component of each cluster and its peak as ground_truth.false_clusters finds it
+    lab26, _ = ndimage.label(sig, structure=np.ones((3, 3, 3), bool))
+    rows = []
+    for k in range(1, n + 1):
+        comp = lab == k
+        pk = significant_peak(ref, comp)
+        comp26 = lab26 == lab26[pk]
+        gt_peak = np.argwhere(comp26)[np.argmax(logp[comp26])]
+        xyz = (aff @ np.r_[np.array(pk, float), 1.0])[:3]
+        t = float(ref[pk])
+        es, es_kind = _effect_size(cname, t, c.meta, roles) if kind == "t" else (np.nan, "")
+        rows.append({"analysis": res.analysis, "metric": res.metric, "contrast": cname, "cluster": k,
+                     "peak_x": xyz[0], "peak_y": xyz[1], "peak_z": xyz[2], "peak_label": "",
+                     "peak_stat": t, "stat": kind, "p_fwe": float(10 ** -np.nanmax(logp[comp])),
+                     "effect_size": es, "effect_size_kind": es_kind, "n_voxels": int(comp.sum()),
+                     "volume_mm3": float(comp.sum() * vox),
+                     "p_family": float(10 ** -np.nanmax(fam_logp[comp])) if fam_logp is not None else np.nan,
+                     "family_map": fam[0] if fam is not None else "",
+                     "anchor": anchor(res.analysis, res.metric, cname),
+                     "_gt_peak": (aff @ np.r_[gt_peak.astype(float), 1.0])[:3]})
+    rows.sort(key=lambda r: -abs(r["peak_stat"]))
+    rows = rows[:FINDINGS_PER_CONTRAST]
+    labels = F.peak_labels([[r["peak_x"], r["peak_y"], r["peak_z"]] for r in rows], stage) if rows else []
+    for r, lab_ in zip(rows, labels):
+        r["peak_label"] = lab_
+    return rows
+
+
+def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, underlay, roles=None,
+                    stage: str | None = None) -> tuple[dict, dict, list]:
     thr = -np.log10(alpha)
+    roles = roles if roles is not None else pd.Series(dtype=str)
     block = {"name": cname, "significant": False, "text": "", "figures": [], "clusters": None,
-             "meta": _meta_line(c.meta)}
+             "meta": _meta_line(c.meta), "anchor": anchor(res.analysis, res.metric, cname)}
     summ = {"analysis": res.analysis, "metric": res.metric, "contrast": cname, "n_sig_voxels": 0,
             "max_logp": np.nan, "min_p_fwe": np.nan, "peak_stat": np.nan, "peak_x": np.nan, "peak_y": np.nan,
             "peak_z": np.nan, "n_clusters": 0, "peak_label": ""}
@@ -332,12 +506,12 @@ def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, u
         block["text"] = "No FWE map (desc-fwe_logp) for this contrast."
         if c.clusters is not None:
             block["clusters"] = make_table(c.clusters, out.rel(c.clusters_path))
-        return block, summ
+        return block, summ, []
     try:
         logp, aff = _load3d(c.logp)
     except Exception as exc:
         block["text"] = f"Cannot read {out.rel(c.logp)}: {exc}"
-        return block, summ
+        return block, summ, []
     stat = None
     if c.tstat is not None:
         try:
@@ -363,9 +537,12 @@ def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, u
         ncl = int(c.clusters["cluster_id"].nunique())
     summ["n_clusters"] = ncl
     kind = "t" if stat is not None else "−log10 p"
+    found: list[dict] = []
     if n_sig:
         block["significant"] = True
-        summ["peak_label"] = F.peak_labels(xyz)[0]
+        found = _cluster_findings(res, cname, c, ref, sig, logp, aff, "t" if stat is not None else "logp", roles,
+                                  alpha, stage)
+        summ["peak_label"] = F.peak_labels(xyz, stage)[0]
         vox = float(abs(np.linalg.det(aff[:3, :3])))
         block["text"] = (f"{n_sig} voxels ({n_sig * vox:.0f} mm³) FWE p < {alpha:g}; minimum p = "
                          f"{10 ** -maxl:.2g}; peak {kind} = {ref[peak]:.2f} at MNI ({xyz[0]:.0f}, {xyz[1]:.0f}, "
@@ -375,7 +552,8 @@ def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, u
             neg = stat is not None and float(np.asarray(img.dataobj).sum()) < 0
             stem = out.fig(res.analysis, res.metric, cname)
             block["figures"] = F.brain_figures(img, stem.with_suffix(""), f"{res.analysis}/{res.metric} {cname}",
-                                               negative=neg, underlay_img=underlay)
+                                               negative=neg, underlay_img=underlay,
+                                               cbar_label=stat_label("t" if stat is not None else "logp"))
         except Exception as exc:  # a figure must never stop the report
             log.warning("report: figure for %s/%s %s failed: %s", res.analysis, res.metric, cname, exc)
             block["text"] += f" (figure failed: {exc})"
@@ -385,7 +563,7 @@ def _contrast_block(res: MetricResult, cname: str, c, alpha: float, out: _Out, u
                          f"{xyz[1]:.0f}, {xyz[2]:.0f}).")
     if c.clusters is not None and len(c.clusters):
         block["clusters"] = make_table(c.clusters, out.rel(c.clusters_path), cell_class=sig_rows(c.clusters, alpha))
-    return block, summ
+    return block, summ, found
 
 
 def _correlation_plots(res: MetricResult, data: ReportData, roles: pd.Series, alpha: float, out: _Out):
@@ -414,8 +592,10 @@ def _correlation_plots(res: MetricResult, data: ReportData, roles: pd.Series, al
             continue
         x = pd.to_numeric(parts.loc[pats, score], errors="coerce")
         y = pd.to_numeric(vals.loc[pats, vc], errors="coerce")
+        unit = metric_unit(res.analysis, res.metric)
         fig, info = F.scatter_plot(x, y, out.fig(res.analysis, res.metric, "corr", vc, score), str(score),
-                                   f"{res.metric} {vc}", f"{vc} vs {score} (patients, raw)")
+                                   f"{res.metric} {vc}" + (f" ({unit})" if unit else ""),
+                                   f"{vc} vs {score} (patients, raw)")
         figs.append(fig)
         infos.append({"analysis": res.analysis, "metric": res.metric, "roi": vc, "score": score, **info})
     tab = None
@@ -426,15 +606,78 @@ def _correlation_plots(res: MetricResult, data: ReportData, roles: pd.Series, al
     return figs, tab
 
 
+#: value columns of result tables that carry the metric's unit in the report (header "col (unit)")
+_UNIT_COLUMNS = ("mean_patient", "sd_patient", "mean_control", "sd_control", "mean_change", "difference",
+                 "mean_difference")
+
+
+def with_units(df: pd.DataFrame | None, unit: str) -> pd.DataFrame | None:
+    """``df`` with the value columns (:data:`_UNIT_COLUMNS`) headed ``"<col> (<unit>)"``."""
+    if df is None or not unit:
+        return df
+    short = unit.split(" (")[0] if unit.startswith(("FA", "z", "Fisher", "AUC", "modulated", "dual")) else unit
+    return df.rename(columns={c: f"{c} ({short})" for c in df.columns if c in _UNIT_COLUMNS})
+
+
+def natural_key(s: str):
+    """Sort key that orders ``ic-2`` before ``ic-10`` (digit runs compared as numbers)."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def _ica_component(res: MetricResult, root: Path, out: _Out) -> tuple[str, object]:
+    """(network sentence, group component figure) of an ICA metric folder ``ic-N``."""
+    from ..derivatives import group_path
+
+    try:
+        k = int(str(res.metric).split("-")[-1])
+    except ValueError:
+        return "", None
+    network = ""
+    lab_path = group_path(root, res.analysis, kind="ica_labels")
+    if lab_path.is_file():
+        from .collect import read_tsv
+
+        lab = read_tsv(lab_path)
+        if lab is not None and {"component", "network"} <= set(lab.columns):
+            row = lab[pd.to_numeric(lab["component"], errors="coerce") == k]
+            if len(row):
+                r0 = row.iloc[0]
+                network = (f"best-matching canonical network: {r0['network']} (spatial r = {float(r0['match_r']):.2f}"
+                           + (f"; runner-up {r0['second']}, r = {float(r0['second_r']):.2f}" if "second" in row
+                              else "") + "; Seitzman et al. 2018 network ROIs bundled with nilearn)")
+    fig = None
+    maps = group_path(root, res.analysis, kind="ica_maps")
+    if maps.is_file():
+        img = nib.load(str(maps))
+        if img.ndim == 4 and 0 < k <= img.shape[3]:
+            fig = F.map_figure(img, out.fig(res.analysis, res.metric, "component"),
+                               f"group ICA component {k}" + (f" ({network.split(': ')[1].split(' (')[0]})"
+                                                             if network else ""),
+                               cbar_label="component weight (z)", volume=k - 1)
+    return network, fig
+
+
 def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _Out, summary_rows: list) -> dict:
     alpha = data.alpha
+    stage = ANALYSES[res.analysis].stage if res.analysis in ANALYSES else None
+    unit = metric_unit(res.analysis, res.metric)
     sec = {"analysis": res.analysis, "metric": res.metric, "path": out.rel(res.path), "contrasts": [],
            "rois": None, "roi_figure": None, "effect_sizes": None, "correlations": None, "scatter": [],
-           "scatter_table": None, "tables": [], "figures": [], "stage_pngs": [], "description": ""}
+           "scatter_table": None, "tables": [], "figures": [], "stage_pngs": [], "description": "",
+           "unit": unit, "findings": [], "network": "", "anchor": anchor(res.analysis, res.metric or "all")}
     for sc in res.sidecars.values():
         desc = sc.get("Description") or sc.get("Method") or sc.get("method")
         if isinstance(desc, str) and desc not in sec["description"]:
             sec["description"] = (sec["description"] + " " + desc).strip()
+    if res.analysis == "ica" and res.metric:
+        try:
+            sec["network"], fig = _ica_component(res, data.output_dir, out)
+            if fig is not None:
+                sec["figures"].append(fig)
+        except Exception as exc:
+            log.warning("report: ICA component figure of %s failed: %s", res.metric, exc)
     underlay = None
     for m in res.maps:
         if "skeleton" in m.name.lower():
@@ -444,12 +687,14 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
                 pass
     order = sorted(res.contrasts, key=lambda c: (not c.startswith("patient"), c))
     for cname in order:
-        block, summ = _contrast_block(res, cname, res.contrasts[cname], alpha, out, underlay)
+        block, summ, found = _contrast_block(res, cname, res.contrasts[cname], alpha, out, underlay, roles, stage)
         sec["contrasts"].append(block)
+        sec["findings"].extend(found)
         if res.contrasts[cname].logp is not None:
             summary_rows.append(summ)
     if res.rois is not None:
-        sec["rois"] = make_table(res.rois, out.rel(res.path / "rois.tsv"), cell_class=sig_rows(res.rois, alpha))
+        sec["rois"] = make_table(with_units(res.rois, unit), out.rel(res.path / "rois.tsv"),
+                                 cell_class=sig_rows(res.rois, alpha))
         for _, r in res.rois.iterrows():
             pc = pick_column(res.rois, P_COLUMNS)
             summary_rows.append({"analysis": res.analysis, "metric": res.metric,
@@ -460,13 +705,14 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
     if res.values is not None and len(roles):
         es = _effect_sizes(res.values, roles)
         name = F.safe_name(res.analysis, res.metric)
-        sec["effect_sizes"] = make_table(es, out.tsv(es, f"{name}_effect_sizes.tsv"),
+        sec["effect_sizes"] = make_table(with_units(es, unit), out.tsv(es, f"{name}_effect_sizes.tsv"),
                                          caption="Patients − controls: Cohen's d (pooled SD), Hedges' g with "
-                                                 "approximate 95 % CI, Welch t-test (uncorrected).")
+                                                 "approximate 95 % CI, Welch t-test (uncorrected)"
+                                                 + (f"; means in {unit}." if unit else "."))
         ann = {r["roi"]: f"g = {r['hedges_g']:.2f}" for _, r in es.iterrows() if np.isfinite(r["hedges_g"])}
         try:
             sec["roi_figure"] = F.group_strip_plot(res.values, roles, out.fig(res.analysis, res.metric, "rois"),
-                                                   f"{res.analysis}/{res.metric} by group", ann)
+                                                   f"{res.analysis}/{res.metric} by group", ann, ylabel=unit)
         except Exception as exc:
             log.warning("report: ROI plot failed for %s/%s: %s", res.analysis, res.metric, exc)
     if res.correlations is not None:
@@ -487,10 +733,10 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
             log.warning("report: plot of %s failed: %s", name, exc)
     for name, arr in sorted(res.arrays.items()):
         sec["figures"].append(F.matrix_plot(arr, out.fig(res.analysis, res.metric, Path(name).stem),
-                                            f"{res.analysis}/{res.metric} {name}"))
+                                            f"{res.analysis}/{res.metric} {name}", cbar_label=unit or "value"))
     for m in res.maps[:4]:
         f = F.map_figure(m, out.fig(res.analysis, res.metric, m.name.split(".")[0]),
-                         f"{res.analysis}/{res.metric} {m.name.split('.')[0]}")
+                         f"{res.analysis}/{res.metric} {m.name.split('.')[0]}", cbar_label=unit or "value")
         if f is not None:
             sec["figures"].append(f)
     for png in res.pngs[:12]:
@@ -533,13 +779,109 @@ def ground_truth_section(data: ReportData, out: _Out) -> dict | None:
         return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}
     summ = summarise(scores, false)
     colors = {"hit": "hit", "miss": "miss"}
-    return {"error": None, "path": str(data.ground_truth_dir),
+    return {"error": None, "path": str(data.ground_truth_dir), "false_df": false, "scores_df": scores,
             "summary": make_table(summ, out.tsv(summ, "ground_truth_summary.tsv")),
             "scores": make_table(scores, out.tsv(scores, "ground_truth_scores.tsv"), cell_class=lambda i, c: (
                 colors.get(str(scores["status"].iloc[i]), "na") if c in ("status", "hit") else "")),
             "false": make_table(false, out.tsv(false, "false_clusters.tsv")),
             "n_hits": int(summ["n_hits"].iloc[0]), "n_evaluated": int(summ["n_evaluated"].iloc[0]),
             "n_false": len(false)}
+
+
+# ----------------------------------------------------------------------------- findings
+FINDINGS_COLUMNS = ("analysis", "metric", "contrast", "peak_mni", "peak_label", "peak_stat", "p_fwe", "effect_size",
+                    "n_voxels", "volume_mm3", "p_family", "ground_truth", "finding", "note")
+
+
+def _planted(row: dict, gt: dict | None) -> str:
+    """"planted" / "not planted" (a false cluster of the ground-truth scoring: its 26-connected
+    component touches no planted mask) for a cluster on simulated data; "unknown" without ground truth."""
+    if not gt or gt.get("error") or gt.get("false_df") is None:
+        return "unknown"
+    false = gt["false_df"]
+    f = false[(false["analysis"] == row["analysis"]) & (false["metric"] == row["metric"])
+              & (false["contrast"] == row["contrast"])]
+    pk = np.asarray(row.get("_gt_peak", [row["peak_x"], row["peak_y"], row["peak_z"]]), float)
+    for _, r in f.iterrows():
+        if np.allclose([r["peak_x"], r["peak_y"], r["peak_z"]], pk, atol=1e-3):
+            return "not planted"
+    return "planted"
+
+
+def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
+    """Significant rows of ``rois.tsv`` / ``correlations.tsv`` (first corrected p column < alpha)."""
+    rows = []
+    for sec, res in sections:
+        for df, what in ((res.rois, "rois"), (res.correlations, "correlations")):
+            if df is None or df.empty:
+                continue
+            pc, rc = pick_column(df, P_COLUMNS), roi_column(df)
+            if pc is None or rc is None:
+                continue
+            p = pd.to_numeric(df[pc], errors="coerce")
+            for i in df.index[p < alpha]:
+                r = df.loc[i]
+                stat = next((r[c] for c in ("t", "r", "stat") if c in df.columns), np.nan)
+                es = next((f"{k.split('_')[0]} = {float(r[k]):.2f}" for k in ("hedges_g", "cohens_d", "r")
+                           if k in df.columns and pd.notna(r[k])), "")
+                contrast = str(r.get("contrast", r.get("direction", r.get("score", what))))
+                status = "unknown"
+                if gt and not gt.get("error") and gt.get("scores_df") is not None:
+                    sc = gt["scores_df"]
+                    hit = sc[(sc["analysis"] == res.analysis) & (sc["metric"] == res.metric) & (sc["hit"] == 1)]
+                    status = "planted" if any(norm(str(reg).split(":")[-1]) == norm(str(r[rc]))
+                                              for reg in hit["region"]) else "not planted"
+                rows.append({"analysis": res.analysis, "metric": res.metric, "contrast": contrast,
+                             "peak_mni": "ROI", "peak_label": str(r[rc]), "peak_stat": stat, "p_fwe": float(p[i]),
+                             "effect_size": es, "n_voxels": np.nan, "volume_mm3": np.nan, "p_family": np.nan,
+                             "ground_truth": status, "finding": True, "note": f"{what}.tsv, {pc}",
+                             "anchor": sec["anchor"]})
+    return rows
+
+
+def findings_table(sections: list, alpha: float, gt: dict | None, study: dict) -> tuple[pd.DataFrame, str]:
+    """Every significant cluster (and ROI row) with its peak, statistic, p, effect size, size,
+    family-wise p and ground-truth status; ``finding`` marks what the first screen headlines:
+    clusters of at least ``stats.min_cluster_voxels`` voxels (when the study sets it) whose
+    family-wise p across the contrasts of their metric is < alpha when that map exists, else whose
+    per-contrast FWE p is < alpha. Returns (table, sentence saying which scope was used)."""
+    min_vox = (study.get("stats") or {}).get("min_cluster_voxels")
+    rows, fam_kinds, n_maps = [], set(), 0
+    for sec, res in sections:
+        n_maps += sum(1 for b in sec["contrasts"] if not b["text"].startswith("No FWE map"))
+        for f in sec["findings"]:
+            r = dict(f)
+            r["peak_mni"] = f"({r['peak_x']:.0f}, {r['peak_y']:.0f}, {r['peak_z']:.0f})"
+            es = r.get("effect_size")
+            r["effect_size"] = f"{r['effect_size_kind']} = {es:.2f}" if es is not None and np.isfinite(es) else ""
+            r["ground_truth"] = _planted(r, gt)
+            fam = r.get("family_map")
+            if fam:
+                fam_kinds.add(fam)
+            ok_p = (r["p_family"] < alpha) if fam else (r["p_fwe"] < alpha)
+            ok_n = not min_vox or r["n_voxels"] >= int(min_vox)
+            r["finding"] = bool(ok_p and ok_n)
+            r["note"] = "" if ok_n else f"below the cluster-extent floor ({min_vox} voxels)"
+            if fam and not ok_p:
+                r["note"] = (r["note"] + "; " if r["note"] else "") + "not significant family-wise"
+            rows.append(r)
+    rows += _roi_findings(sections, alpha, gt)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=list(FINDINGS_COLUMNS) + ["anchor"])
+    df = df[list(FINDINGS_COLUMNS) + ["anchor"]]
+    if fam_kinds:
+        scope = (f"Voxel-wise findings are clusters with family-wise p < {alpha:g} across the contrasts of their "
+                 f"metric (map desc-{', '.join(sorted(fam_kinds))}, same permutations); the per-contrast FWE p is "
+                 "beside it.")
+    else:
+        scope = (f"Voxel-wise findings are clusters with FWE p < {alpha:g} within their own contrast; the "
+                 f"{n_maps} voxel-wise contrast maps are not corrected for each other, so some of these may be "
+                 "false positives across contrasts.")
+    if min_vox:
+        scope += f" Clusters smaller than {min_vox} voxels are listed but not headlined."
+    scope += " ROI findings use the corrected p of their table (FDR or FWE, as the column says)."
+    return df, scope
 
 
 # ----------------------------------------------------------------------------- main
@@ -618,9 +960,12 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
     qc = qc_section(data, out)
     summary_rows: list[dict] = []
     analyses: dict[str, list] = {}
-    ordered = sorted(data.results, key=lambda r: (_ANALYSIS_ORDER.get(r.analysis, 99), r.analysis, r.metric))
+    ordered = sorted(data.results, key=lambda r: (_ANALYSIS_ORDER.get(r.analysis, 99), r.analysis,
+                                                  natural_key(r.metric)))
+    pairs = []
     for res, (sec, rows, tsvs) in zip(ordered, _metric_sections(ordered, data, roles, out, n_jobs)):
         analyses.setdefault(res.analysis, []).append(sec)
+        pairs.append((sec, res))
         summary_rows.extend(rows)
         out.tsvs.extend(tsvs)
     results_summary = None
@@ -634,7 +979,27 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
     requested = list((data.study.get("analyses") or {}).keys())
     not_run = [a for a in requested if a not in analyses]
     gt = ground_truth_section(data, out)
-
+    fdf, scope = findings_table(pairs, data.alpha, gt, data.study)
+    if len(fdf):
+        out.tsv(fdf.drop(columns="anchor"), "findings.tsv")
+    headline = fdf[fdf["finding"].astype(bool)] if len(fdf) else fdf
+    findings = {"scope": scope, "n_all": len(fdf), "n": len(headline), "tsv": "report/findings.tsv" if len(fdf) else None,
+                "rows": [{k: (fmt_value(v, k) if k not in ("anchor",) else v) for k, v in r.items()}
+                         for r in headline.to_dict("records")],
+                "columns": [c for c in FINDINGS_COLUMNS if c not in ("finding", "note")
+                            and not (c == "ground_truth" and gt is None)
+                            and not (c == "p_family" and not headline["p_family"].notna().any())]}
+    menu = [{"id": "findings", "title": "Findings"}, {"id": "methods", "title": "Methods"},
+            {"id": "participants", "title": "Participants"},
+            {"id": "qc", "title": "Quality control",
+             "children": [{"id": g["anchor"], "title": g["title"]} for g in qc["figures"]]},
+            *[{"id": anchor(a), "title": ANALYSES[a].title if a in ANALYSES else a,
+               "badge": sum(1 for m in secs for b in m["contrasts"] if b["significant"]),
+               "children": [{"id": b["anchor"], "title": f"{m['metric'] or a} {b['name']}"}
+                            for m in secs for b in m["contrasts"] if b["significant"]]}
+              for a, secs in analyses.items()],
+            *([{"id": "ground-truth", "title": "Ground truth"}] if gt else []),
+            {"id": "files", "title": "Files"}]
     n_pat = int((roles == "patient").sum()) if len(roles) else None
     n_con = int((roles == "control").sum()) if len(roles) else None
     excluded = data.run_info.get("excluded") or {}
@@ -662,6 +1027,8 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
         "titles": {name: s.title for name, s in ANALYSES.items()},
         "group_errors": group_errors, "not_run": not_run,
         "ground_truth": gt,
+        "findings": findings, "menu": menu, "anchor": anchor,
+        "rel": out.rel,
         "problems": data.problems,
         "tsvs": sorted(set(out.tsvs)),
         "study": data.study,
