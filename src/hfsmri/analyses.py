@@ -351,10 +351,17 @@ def _methods_vbm(g, pre, c):
 def _methods_thickness(g, pre, c):
     m = str(g("method", "laplace")).lower()
     cite = c("laplace") if m == "laplace" else c("direct") if m in ("direct", "kellykapowski") else ""
-    return (f"Cortical thickness was estimated voxel-wise with the {m} method {cite} on the GM segmentation "
-            f"in MNI space at {fmt_param(g('resolution', 2))} mm, smoothed with {fmt_param(g('fwhm', 0))} mm FWHM; "
-            f"regional mean thickness was extracted in the {fmt_param(g('atlas', 'harvard_oxford'))} atlas "
-            f"{c('ho') if 'harvard' in str(g('atlas', '')) else c('aal')}.")
+    fwhm = float(g("fwhm", 0) or 0)
+    atlas = str(g("atlas", "harvard_oxford"))
+    atlas_name = {"harvard_oxford": "Harvard–Oxford", "ho": "Harvard–Oxford", "aal": "AAL2"}.get(atlas, atlas)
+    return (f"Cortical thickness was estimated voxel-wise (volumetric, no surface reconstruction) with the "
+            f"{'Laplace' if m == 'laplace' else 'DiReCT'} method {cite} on each participant's GM/WM segmentation in "
+            f"native T1w space; regional mean thickness (mm) was computed in native space in the regions of the "
+            f"{atlas_name} atlas {c('ho') if 'harvard' in atlas or atlas == 'ho' else c('aal')} mapped to the "
+            f"participant. For the voxel-wise group analysis the native thickness maps were mapped to MNI space at "
+            f"{fmt_param(g('resolution', 2))} mm by GM-normalised interpolation (thickness-weighted warp divided by "
+            f"the warped GM support) and "
+            + (f"smoothed within the cortex with {fmt_param(fwhm)} mm FWHM." if fwhm > 0 else "not smoothed."))
 
 
 def _methods_dti(g, pre, c):
@@ -430,8 +437,10 @@ _SPECS = (
         lambda g, pre, c: (
             "Regional GM volumes (thalamus, putamen, pallidum, amygdala, hippocampus, parahippocampal gyrus, "
             "cerebellum VI/VIII, inferior parietal lobule, dorsolateral prefrontal cortex) were obtained by "
-            f"summing modulated GM in atlas regions {c('aal', 'ho')}; TIV was handled as "
-            f"'{fmt_param(g('tiv', 'covariate'))}'."),
+            f"summing modulated GM in atlas regions {c('aal', 'ho')}; "
+            + ("total intracranial volume (TIV) was a covariate of the group model." if g("tiv", "covariate") ==
+               "covariate" else "each volume was divided by the participant's total intracranial volume (TIV) and "
+                                "multiplied by the mean TIV (proportional normalisation).")),
         metrics=(MetricSpec("volume", table=Input("anat", "stats", {"desc": "roivolumes"}, template=False,
                                                   ext=".tsv", aligned=False, index="region", value="volume_ml"),
                             quantity="gm"),),

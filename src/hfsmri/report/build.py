@@ -932,6 +932,18 @@ def _metric_sections(results: list, data: ReportData, roles: pd.Series, out: _Ou
     return done
 
 
+def _slice_timing_counts(summaries: list[dict]) -> dict | None:
+    """What happened to slice timing per BOLD run (the func summaries' ``slice_timing`` labels,
+    "corrected to …" collapsed) -> number of runs; None when no run reports it."""
+    out: dict = {}
+    for s in summaries:
+        lab = ((s.get("stages") or {}).get("func") or {}).get("slice_timing")
+        if lab is not None:
+            lab = "corrected" if str(lab).startswith("corrected") else str(lab)
+            out[lab] = out.get(lab, 0) + 1
+    return out or None
+
+
 def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_jobs: int | None = None) -> Path:
     """Build ``OUTPUT_DIR/report.html`` and ``OUTPUT_DIR/report/`` from whatever results exist.
 
@@ -1008,7 +1020,8 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
     qc_dec = read_decisions(root / "group", data.study.get("qc") or {})
     sections, refs = methods_sections(data.study, list(analyses) or requested, n_pat, n_con, excluded,
                                       data.run_info.get("flipped"), simulated=data.effects is not None,
-                                      qc_sentence=qc_dec.sentence() if qc_dec is not None else None)
+                                      qc_sentence=qc_dec.sentence() if qc_dec is not None else None,
+                                      slice_timing=_slice_timing_counts(data.summaries))
     (out.dir / "methods.md").write_text(methods_markdown(sections, refs), encoding="utf-8")
 
     n_sig = sum(1 for secs in analyses.values() for s in secs for b in s["contrasts"] if b["significant"])

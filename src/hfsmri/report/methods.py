@@ -31,6 +31,10 @@ REFERENCES = {
                      "2000;11(6):805-821.",
     "vbm_good": "Good CD, et al. A voxel-based morphometric study of ageing in 465 normal adult human brains. "
                 "NeuroImage. 2001;14(1):21-36.",
+    "n4": "Tustison NJ, Avants BB, Cook PA, et al. N4ITK: improved N3 bias correction. IEEE Trans Med Imaging. "
+          "2010;29(6):1310-1320.",
+    "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate framework for n-tissue "
+               "segmentation with evaluation on public data. Neuroinformatics. 2011;9(4):381-400.",
     "laplace": "Jones SE, Buchbinder BR, Aharon I. Three-dimensional mapping of cortical thickness using "
                "Laplace's equation. Hum Brain Mapp. 2000;11(1):12-32.",
     "direct": "Das SR, Avants BB, Grossman M, Gee JC. Registration based cortical thickness measurement. "
@@ -135,8 +139,8 @@ def _analysis_text(name: str, p: dict, pre: dict, c: _Cite, covars: list) -> str
 
 
 def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, excluded=None,
-                     flipped=None, simulated: bool = False, qc_sentence: str | None = None
-                     ) -> tuple[list[dict], list[str]]:
+                     flipped=None, simulated: bool = False, qc_sentence: str | None = None,
+                     slice_timing: dict | None = None) -> tuple[list[dict], list[str]]:
     """Methods paragraphs and the numbered reference list.
 
     Parameters
@@ -146,6 +150,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     n_patients, n_controls, excluded, flipped : participant counts, ``{label: reason}``, flipped labels.
     simulated : the data come from ``hfsmri simulate``.
     qc_sentence : the QC rules and counts (:meth:`hfsmri.qc.decisions.QcDecisions.sentence`), if any.
+    slice_timing : what happened to slice timing, counted over the BOLD runs (the participant
+        summaries' ``func.slice_timing`` labels -> number of runs), if known.
 
     Returns
     -------
@@ -196,11 +202,21 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     anat_pre = pre.get("anat", {})
     stages = {ANALYSES[a].stage for a in analyses if a in ANALYSES}
     if "anat" in stages:
+        from ..spatial.templates import TEMPLATE_SPACE
+
+        bx = str(anat_pre.get("brain_extraction", "template"))
+        bx_text = ("by affine registration to the brain-extracted template and mapping its brain mask back to the "
+                   "T1w (refined by the non-linear registration)" if bx == "template" else f"with the {bx} method")
+        reg = str(anat_pre.get("registration", "SyN"))
+        fast = str(anat_pre.get("profile", "standard")) == "fast"
+        reg_text = ("symmetric diffeomorphic normalisation (SyN" + (", reduced iterations" if fast else "") + ")"
+                    if reg.lower().startswith("syn") else f"{reg} registration")
         sections.append({"title": "Anatomical preprocessing", "text": (
-            "T1-weighted images were brain-extracted (" + _fmt(anat_pre.get("brain_extraction", "template")) +
-            "), segmented into GM, WM and CSF and registered non-linearly to the MNI152 2009 template "
-            f"{c('mni2009')} (nilearn's bundled ICBM152 2009 template; outputs named MNI152NLin2009cAsym) with "
-            f"ANTs {_fmt(anat_pre.get('registration', 'SyN'))} {c('ants')}, at "
+            f"T1-weighted images were corrected for intensity non-uniformity with N4 {c('n4')}, brain-extracted "
+            f"{bx_text}, segmented into grey matter (GM), white matter (WM) and cerebrospinal fluid with Atropos "
+            f"{c('atropos')} using the template's tissue probability maps as priors, and registered non-linearly "
+            f"to the ICBM 2009a nonlinear symmetric MNI152 template {c('mni2009')} (nilearn's bundled copy; outputs "
+            f"labelled space-{TEMPLATE_SPACE}) with ANTs {reg_text} {c('ants')} at "
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
     if stages & {"func", "conn"}:
@@ -210,6 +226,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
                    "auto": "Slice-timing correction was applied before head-motion estimation to the runs whose "
                            "sidecar gives SliceTiming (runs without it were not corrected; see the QC table)"}
         st_text = st_text.get(st, st_text["auto"])
+        if st != "false" and slice_timing and not any(str(k).startswith("corrected") for k in slice_timing):
+            st, st_text = "false", "Slice-timing correction was not applied (no run's sidecar gives SliceTiming). "
         if st != "false":
             st_text += (": each slice was shifted to the middle of the acquisition window (as fMRIPrep's default "
                         "reference) by Fourier interpolation of the mirror-extended series. ")
@@ -232,7 +250,7 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
     for a in analyses:
         text = _analysis_text(a, params.get(a) or {}, pre, c, study.get("covariates") or [])
         if text:
-            sections.append({"title": a, "text": text})
+            sections.append({"title": ANALYSES[a].title if a in ANALYSES else a, "text": text})
 
     if stats or analyses:
         covs = _fmt(study.get("covariates") or []) or "none"
@@ -252,14 +270,56 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
                     "same model (partial correlations adjusted for the covariates). ")
         txt += (f"ROI-level tests report Benjamini–Hochberg FDR-corrected p-values {c('bh')} where stated. "
                 f"Clusters were labelled with the AAL2 {c('aal')} and Harvard–Oxford {c('ho')} atlases at their "
-                "peak (MNI mm).")
+                "peak (MNI mm)"
+                + (f"; peaks of the diffusion analyses with the white-matter tract labels of the Jülich atlas "
+                   f"{c('juelich')} (the JHU atlas is not bundled offline)" if "dwi" in stages else "") + ".")
+        fam = sorted(k for k, v in stats.items() if v and any(w in str(k).lower() for w in ("famil", "corrcon",
+                                                                                              "corrmod")))
+        if fam:
+            txt += (" Besides the per-contrast FWE maps, family-wise p-values across the contrasts of each metric "
+                    f"were computed from the same permutations (max statistic over the family; study option "
+                    f"{', '.join('stats.' + k for k in fam)}); the findings list uses them.")
+        else:
+            txt += (" FWE control is per contrast map: the contrasts (both directions of each comparison, the "
+                    "clinical correlations), the metrics and the analyses were not corrected for each other, so "
+                    "the chance of at least one false-positive map across all of them is above α.")
         sections.append({"title": "Statistics", "text": txt})
+    not_done = _not_done(stages, pre, params, slice_timing)
+    if not_done:
+        sections.append({"title": "Not done", "text": not_done})
     long_txt = _longitudinal_text(study, analyses, c)
     if long_txt:
         sections.append({"title": "Longitudinal designs", "text": long_txt})
 
     refs = [REFERENCES[k].format(version=v["hfsmri"]) for k in c.order]
     return sections, refs
+
+
+def _not_done(stages: set, pre: dict, params: dict, slice_timing: dict | None) -> str:
+    """The corrections hfsmri did not apply, for the modalities that were analysed."""
+    items = []
+    if stages & {"func", "conn"}:
+        st = str((pre.get("func") or {}).get("slice_timing", "auto")).lower()
+        counts = slice_timing or {}
+        n_done = sum(n for k, n in counts.items() if str(k).startswith("corrected"))
+        n_all = sum(counts.values())
+        if st == "false" or (counts and n_done == 0):
+            items.append("no slice-timing correction" + (" (no run had SliceTiming in its sidecar)"
+                                                          if st != "false" and n_all else ""))
+        elif counts and n_done < n_all:
+            items.append(f"no slice-timing correction of the {n_all - n_done} of {n_all} BOLD runs without "
+                         "SliceTiming")
+        items.append("no susceptibility-distortion correction of the BOLD images (field maps were not used)")
+    if "dwi" in stages:
+        mc = (params.get("dti") or {}).get("motion_correction", True)
+        items.append("no susceptibility-distortion correction (topup-like) of the diffusion images and no "
+                     "eddy-current correction beyond "
+                     + ("the affine registration of each volume to the mean b0 with b-vector rotation" if mc
+                        else "none: motion correction was off") +
+                     " (no FSL eddy outlier replacement or slice-to-volume correction)")
+    if "anat" in stages:
+        items.append("no cortical surface reconstruction (thickness is volumetric)")
+    return ("The following were not done: " + "; ".join(items) + ".") if items else ""
 
 
 def _longitudinal_text(study: dict, analyses, c: _Cite) -> str | None:
