@@ -822,7 +822,7 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
             for i in df.index[p < alpha]:
                 r = df.loc[i]
                 stat = next((r[c] for c in ("t", "r", "stat") if c in df.columns), np.nan)
-                es = next((f"{k.split('_')[0]} = {float(r[k]):.2f}" for k in ("hedges_g", "cohens_d", "r")
+                es = next((f"{ {'hedges_g': 'g', 'cohens_d': 'd'}.get(k, k)} = {float(r[k]):.2f}" for k in ("hedges_g", "cohens_d", "r")
                            if k in df.columns and pd.notna(r[k])), "")
                 contrast = str(r.get("contrast", r.get("direction", r.get("score", what))))
                 status = "unknown"
