@@ -158,7 +158,8 @@ def test_bad_followup_table_keeps_cross_sectional_results(tmp_path):
     gctx = make_gctx(tmp_path, study, {"graph": {"atlas": ATLAS, "kind": KIND}}, n_perm=20)
     _write_tables(gctx, study, np.random.default_rng(0))
     bad = conn_path(gctx.out, "03", "post", ATLAS, KIND, "graphnodalauc")
-    bad.write_text("node\tdegree\nAmygdala_L\t1\n")
+    # a well-formed table (integrity record intact) that lacks columns, as an older version could write
+    gctx.out.save_tsv(pd.DataFrame({"node": ["Amygdala_L"], "degree": [1]}), bad)
     res = run_stage(gctx, "conn")["graph"]["degree"]["longitudinal"]
     assert "error" in res and str(bad.name) in res["error"]
     assert "missing column" in res["error"]

@@ -13,6 +13,7 @@ from PIL import Image
 from hfsmri.derivatives import Derivatives
 from hfsmri.qc import figures as F
 from hfsmri.qc import record, table
+from hfsmri.stage_outputs import AnatOutputs
 
 MAX_PNG_BYTES = 150_000
 
@@ -20,7 +21,7 @@ MAX_PNG_BYTES = 150_000
 def _ctx(tmp_path, **kw):
     si = SimpleNamespace(subject="01", session=None, t1w=kw.pop("t1w", None), dwi_json=kw.pop("dwi_json", None))
     return SimpleNamespace(subject="01", session=kw.pop("session", None), inputs=si, out=Derivatives(tmp_path / "out"),
-                           log=logging.getLogger("test"), anat=kw.pop("anat", {}), **kw)
+                           log=logging.getLogger("test"), anat=kw.pop("anat", AnatOutputs()), **kw)
 
 
 def _check_png(path, size=None):

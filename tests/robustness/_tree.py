@@ -19,8 +19,9 @@ preprocessing:
 stats: {n_perm: 20, tfce: true, random_seed: 0}
 """
 
-#: NIfTI/TSV derivatives per subject of FUNC_STUDY: clean BOLD, mask, confounds, QC + 3 metrics x 5 maps
-PER_SUBJECT = 19
+#: NIfTI/TSV derivatives per subject of FUNC_STUDY: clean BOLD, mask, confounds, QC, image-quality
+#: metrics (desc-iqm_stats.tsv) + 3 metrics x 5 maps
+PER_SUBJECT = 20
 
 DWI_STUDY = """\
 group_column: group

@@ -330,9 +330,9 @@ def run(ctx) -> dict:
 
     # image-quality metrics and QC figures (MRIQC definitions; hfsmri.qc.record writes desc-iqm_stats.tsv)
     coreg = None
-    if source == "raw" and registration == "anat" and (getattr(ctx, "anat", None) or {}).get("wm_probseg"):
+    if source == "raw" and registration == "anat" and ctx.anat.wm_probseg:
         coreg = {"mean_epi": pre["mean_epi"], "epi_to_t1w": list(pre["to_template"])[len(to_mni):], "t1w": t1w,
-                 "wm_probseg": ctx.anat["wm_probseg"]}
+                 "wm_probseg": ctx.anat.wm_probseg}
     iqm = qc_record.func(ctx, ts=ts, data4d=data, mask=mask, affine=affine, fd=fd, tr=tr,
                          fd_threshold=float(fp["fd_scrub_threshold"]), scrubbing=bool(fp["scrubbing"]),
                          source=source, registration=registration, coreg=coreg, inputs=inputs, params=params)

@@ -294,13 +294,13 @@ def dwi(ctx, *, raw, affine, bvals, b0_threshold: float, mask, b0, motion: dict 
     _draw(ctx, errors, "dwi_slices", F.slice_outlier_plot, so["z"], so["outlier"],
           F.figure_path(out, sub, ses, "dwi_slices"),
           title=f"{who}: slice signal dropout, {100 * np.nan_to_num(so['dwi_outlier']):.1f} % of volumes")
-    anat_ = getattr(ctx, "anat", None) or {}
-    if reg.get("how") == "anat" and anat_.get("t1w_preproc") and anat_.get("wm_probseg"):
+    anat_ = ctx.anat  # hfsmri.stage_outputs.AnatOutputs of the structural stage
+    if reg.get("how") == "anat" and anat_.t1w_preproc and anat_.wm_probseg:
         def _coreg():
-            t1 = nib.load(str(anat_["t1w_preproc"]))
+            t1 = nib.load(str(anat_.t1w_preproc))
             rigid = list(reg["transforms"])[len(list(t1w_to_mni or [])):]
             bg = _to_grid(b0, affine, t1, rigid)
-            wm = np.asarray(nib.load(str(anat_["wm_probseg"])).dataobj, np.float32)
+            wm = np.asarray(nib.load(str(anat_.wm_probseg)).dataobj, np.float32)
             bgc, zz = _canonical(bg, t1.affine)
             wmc, _ = _canonical(wm, t1.affine)
             F.coreg_overlay(bgc, wmc, F.figure_path(out, sub, ses, "dwi_coreg"),
