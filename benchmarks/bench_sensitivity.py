@@ -151,9 +151,7 @@ def measure_study(bids: Path, deriv: Path) -> pd.DataFrame:
                 img = cache[p]
                 key = (mrel, img.shape[:3], tuple(np.round(img.affine.ravel(), 4)))
                 if key not in masks:
-                    from hfsmri.power.image_engine import _load_on
-
-                    masks[key] = _load_on(gt / mrel, img) > 0
+                    masks[key] = _on_grid(gt / mrel, img) > 0
                 m = masks[key]
                 data = np.asarray(img.dataobj, dtype=np.float32)
                 v = data[m]
@@ -236,6 +234,81 @@ def run_study(out: Path, setting: str, n: int, k: int, seed: int, quick: bool, g
     return obs
 
 
+# ------------------------------------------------------------------------------------------ kernel level
+def kernel_study(out: Path, n: int, volumes: int, seed: int) -> pd.DataFrame:
+    """fMRI without the pipeline: BOLD simulated in exact MNI position (``scanner='ideal'``, no
+    deformation, 3 mm), ReHo (27 neighbours) and ALFF/fALFF computed by the kernels on the raw data
+    inside the template brain, each map divided by its brain mean (as the pipeline's z-standardised
+    maps, before smoothing). Observed d per ReHo/ALFF effect = the loss due to the BOLD metric itself
+    (run length, noise, motion) with no registration, cleaning or smoothing."""
+    from hfsmri.func.alff import alff_falff
+    from hfsmri.func.reho import reho
+    from hfsmri.simulate import simulate_study
+    from hfsmri.simulate.bold import TR
+
+    root = out / "kernel" / f"vol-{volumes}" / f"n-{n}"
+    done = root / "observed.tsv"
+    if done.is_file():
+        return pd.read_csv(done, sep="\t")
+    bids = root / "bids"
+    if not (bids / "derivatives" / "ground_truth" / "subjects.tsv").is_file():
+        shutil.rmtree(bids, ignore_errors=True)
+        simulate_study(bids, n_patients=n, n_controls=n, seed=study_seed(seed, n, volumes), modalities=("func",),
+                       scanner="ideal", deform=False, n_volumes=volumes, n_jobs=1)
+    gt = bids / "derivatives" / "ground_truth"
+    effects = pd.read_csv(gt / "effects.tsv", sep="\t")
+    effects = effects[effects["analysis"].isin(["reho", "alff"])]
+    subj = pd.read_csv(gt / "subjects.tsv", sep="\t")
+    maps = {}
+    for pid in subj["participant_id"]:
+        img = nib.load(next((bids / pid / "func").glob("*_bold.nii.gz")))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        brain = _template_brain_on(img) & (data.mean(-1) > 0)
+        r = reho(data, brain, 27)
+        a, f = alff_falff(data, brain, TR)
+        maps[pid] = {m: v / v[brain].mean() for m, v in (("reho", r), ("alff", a), ("falff", f))}
+        maps[pid]["_img"] = img
+    rows = []
+    pat = subj.loc[subj["group"] == "HFS", "participant_id"].tolist()
+    con = subj.loc[subj["group"] == "HC", "participant_id"].tolist()
+    for e in effects.itertuples():
+        mrel = e.mask_unaligned if isinstance(e.mask_unaligned, str) and e.mask_unaligned != "n/a" else e.mask
+        m = _on_grid(gt / mrel, maps[pat[0]]["_img"]) > 0
+        Vp = np.stack([maps[p][e.metric][m] for p in pat])
+        Vc = np.stack([maps[c][e.metric][m] for c in con])
+        g, lo, hi = hedges_d(Vp.mean(1), Vc.mean(1), int(e.direction))
+        sp = np.sqrt((Vp.var(0, ddof=1) + Vc.var(0, ddof=1)) / 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dv = int(e.direction) * (Vp.mean(0) - Vc.mean(0)) / sp
+        rows.append({"setting": f"kernel-{volumes}vol", "n_per_group": n, "effect_id": e.effect_id,
+                     "analysis": e.analysis, "metric": e.metric, "planted_d": e.cohens_d, "observed_d_roi": g,
+                     "ci_lo": lo, "ci_hi": hi, "observed_d_voxel_median": float(np.nanmedian(dv)),
+                     "control_cv_roi": float(Vc.mean(1).std(ddof=1) / Vc.mean(1).mean()), "n_voxels": int(m.sum())})
+    t = pd.DataFrame(rows)
+    t.to_csv(done, sep="\t", index=False)
+    shutil.rmtree(bids, ignore_errors=True)
+    return t
+
+
+def _template_brain_on(img) -> np.ndarray:
+    """The MNI template brain mask (2 mm) on ``img``'s grid (nearest neighbour)."""
+    from hfsmri.spatial.templates import load_template
+
+    return _on_grid(load_template("mask", 2.0), img) > 0
+
+
+def _on_grid(src, ref) -> np.ndarray:
+    """``src`` (image or path) resampled (nearest) onto the 3-D grid of ``ref``."""
+    from nilearn import image
+
+    src = nib.load(str(src)) if not isinstance(src, nib.Nifti1Image) else src
+    ref3 = nib.Nifti1Image(np.zeros(ref.shape[:3], np.uint8), ref.affine)
+    if src.shape[:3] == ref3.shape and np.allclose(src.affine, ref3.affine):
+        return np.asarray(src.dataobj)
+    return np.asarray(image.resample_to_img(src, ref3, interpolation="nearest", force_resample=True,
+                                            copy_header=True).dataobj)
+
+
 # ------------------------------------------------------------------------------------------ tables
 def pooled(obs: pd.DataFrame, scores: pd.DataFrame | None) -> pd.DataFrame:
     """One row per setting x n x planted test: observed d pooled over studies (mean; CI of one study
@@ -309,12 +382,25 @@ def main(argv=None) -> int:
     ap.add_argument("--nprocs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_sensitivity_out"))
     ap.add_argument("--keep", action="store_true", help="keep the simulated images and derivatives")
+    ap.add_argument("--kernel", nargs="+", type=int, metavar="VOLUMES",
+                    help="instead: fMRI kernel-level sensitivity (no pipeline) for these BOLD lengths, e.g. 120 240")
     ap.add_argument("--summarise", action="store_true", help="only print the tables of finished studies")
     ap.add_argument("--store", action="store_true",
                     help="write the observed effect sizes into src/hfsmri/simulate/observed_effects.tsv")
     a = ap.parse_args(argv)
     if a.quick:
         a.settings, a.n, a.studies, a.group = ["demo"], [6], 1, False
+    if a.kernel:
+        tabs = [kernel_study(a.out, n, v, a.seed) for v in a.kernel for n in a.n]
+        tab = pd.concat(tabs, ignore_index=True)
+        tab.to_csv(a.out / "kernel_sensitivity.tsv", sep="\t", index=False)
+        cols = ["setting", "n_per_group", "effect_id", "metric", "planted_d", "observed_d_roi", "ci_lo", "ci_hi",
+                "observed_d_voxel_median", "control_cv_roi"]
+        with pd.option_context("display.width", 250, "display.max_rows", 500):
+            print(tab[cols].round(3).to_string(index=False))
+            print(tab.groupby(["setting", "n_per_group", "metric"])[["planted_d", "observed_d_roi",
+                  "observed_d_voxel_median", "control_cv_roi"]].median().round(3).to_string())
+        return 0
     if not a.summarise:
         for setting in a.settings:
             for n in a.n:
