@@ -94,15 +94,21 @@ def _participant_map(deriv: Path, sub: str, analysis: str, metric: str) -> Path 
     return None
 
 
-def _roi_volume_column(table: pd.DataFrame, region: str) -> pd.Series | None:
-    """Summed volume of the atlas labels of a region spec ('aal:A+aal:B') in a roivolumes table."""
+def _roi_volume(table: pd.DataFrame, region: str) -> float | None:
+    """Summed GM volume (ml) of the atlas labels of a region spec ('aal:A+aal:B') in a participant's
+    ``desc-roivolumes_stats.tsv`` (long format: ``region, source_label, volume_ml``); a label matches
+    the table's ``region`` or ``source_label`` (case-insensitive). None if a label is missing."""
     if not isinstance(region, str) or ":" not in region:
         return None
-    names = [part.split(":", 1)[1] for part in region.split("+")]
-    cols = [c for c in table.columns if any(c == n or c.endswith(n) or c.endswith(":" + n) for n in names)]
-    if len(cols) != len(names):
-        return None
-    return table[cols].sum(axis=1)
+    names = [part.split(":", 1)[1].lower() for part in region.split("+")]
+    keys = [{str(r).lower(), str(s).lower()} for r, s in zip(table["region"], table["source_label"])]
+    total = 0.0
+    for n in names:
+        hit = [i for i, k in enumerate(keys) if n in k]
+        if not hit:
+            return None
+        total += float(table["volume_ml"].iloc[hit[0]])
+    return total
 
 
 def hedges_d(x_pat: np.ndarray, x_con: np.ndarray, direction: int) -> tuple[float, float, float]:
@@ -136,10 +142,9 @@ def measure_study(bids: Path, deriv: Path) -> pd.DataFrame:
                 tp = next(iter(sorted((deriv / f"sub-{s}" / "anat").glob("*desc-roivolumes_stats.tsv"))), None)
                 if tp is None:
                     continue
-                t = pd.read_csv(tp, sep="\t")
-                col = _roi_volume_column(t, e.region)
-                if col is not None:
-                    vals[s] = float(col.iloc[0])
+                v = _roi_volume(pd.read_csv(tp, sep="\t"), e.region)
+                if v is not None:
+                    vals[s] = v
         else:
             mrel = e.mask_unaligned if isinstance(e.mask_unaligned, str) and e.mask_unaligned != "n/a" else e.mask
             for s in pat + con:
@@ -345,6 +350,25 @@ def _print(tab: pd.DataFrame) -> None:
         print(by.round(3).to_string())
 
 
+def _markdown(tab: pd.DataFrame, path: Path) -> None:
+    """The per-test table as markdown (for docs/simulator.md)."""
+    cols = {"effect_id": "effect", "analysis": "analysis", "metric": "metric", "planted_d": "planted d",
+            "observed_d_roi": "observed d (ROI mean)", "ci": "95 % CI", "observed_d_voxel_median": "observed d (voxel median)",
+            "control_cv_roi": "controls' CV", "r": "clinical r planted / observed", "recovery_fwe": "recovered (FWE)"}
+    t = tab.copy()
+    t["ci"] = [f"{lo:.2f} to {hi:.2f}" for lo, hi in zip(t["ci_lo"], t["ci_hi"])]
+    t["r"] = [f"{p:.2f} / {o:.2f}" if pd.notna(p) and pd.notna(o) else "" for p, o in zip(t["planted_r"], t["observed_r"])]
+    if "recovery_fwe" in t:
+        t["recovery_fwe"] = [("yes" if v >= 0.5 else "no") if t["n_studies"].max() == 1 and pd.notna(v) else
+                             ("" if pd.isna(v) else f"{v:.0%}") for v in t["recovery_fwe"]]
+    parts = []
+    for (setting, n), g in t.groupby(["setting", "n_per_group"]):
+        parts.append(f"**{setting}, n = {n} per group, {int(g['n_studies'].max())} simulated study(ies)**\n")
+        parts.append(g[[c for c in cols if c in g]].rename(columns=cols).to_markdown(index=False, floatfmt=".2f"))
+        parts.append("")
+    path.write_text("\n".join(parts))
+
+
 def collect(out: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     obs = [pd.read_csv(p, sep="\t") for p in sorted(out.glob("*/n-*/sim-*/observed.tsv"))]
     sc = []
@@ -412,6 +436,7 @@ def main(argv=None) -> int:
     tab = pooled(obs, scores)
     tab.to_csv(a.out / "sensitivity.tsv", sep="\t", index=False)
     _print(tab)
+    _markdown(tab, a.out / "sensitivity.md")
     if a.store:
         print(f"stored: {store(tab)}")
     return 0
