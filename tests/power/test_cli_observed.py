@@ -103,14 +103,20 @@ def test_surviving_effect_sizes_replace_planted(tmp_path):
         {"setting": "demo", "effect_id": "gm-putamen", "analysis": "vbm", "metric": "gm", "observed_d": -0.2,
          "observed_d_voxel_median": -0.1},
         {"setting": "default", "effect_id": "gm-thalamus", "analysis": "vbm", "metric": "gm", "observed_d": 9,
-         "observed_d_voxel_median": 9}])
+         "observed_d_voxel_median": 9},
+        {"setting": "demo", "effect_id": "wm-slf", "analysis": "dti", "metric": "fa", "observed_d": 1.1,
+         "observed_d_voxel_median": 0.7}])
     rows, src = surviving_effect_sizes(tests, "demo", path)
     got = rows.set_index(["effect_id", "analysis", "metric"])["cohens_d"]
     assert got[("gm-thalamus", "vbm", "gm")] == 0.7          # voxel-wise analysis: per-voxel d
     assert got[("gm-thalamus", "roi_volumes", "volume")] == 0.9   # ROI table: the ROI value's d
     assert got[("gm-putamen", "vbm", "gm")] == MIN_SURVIVING_D    # reversed: kept as a planted test, power ~ 0
     assert got[("gm-pallidum", "vbm", "gm")] == ids.loc[("gm-pallidum", "vbm", "gm"), "cohens_d"]  # unmeasured
-    assert (src == "observed").sum() == 3
+    # tbss (voxel-wise) and dwi_rois (ROI table) read dti's maps: dti's measurement, per-voxel / ROI d
+    assert got[("wm-slf", "dti", "fa")] == 0.7 and got[("wm-slf", "tbss", "fa")] == 0.7
+    assert got[("wm-slf", "dwi_rois", "fa")] == 1.1
+    assert got[("wm-slf", "tbss", "rd")] == ids.loc[("wm-slf", "tbss", "rd"), "cohens_d"]
+    assert (src == "observed").sum() == 6
 
 
 def test_power_with_observed_sizes_matches_analytic_at_the_observed_d(tmp_path, monkeypatch):

@@ -459,6 +459,9 @@ OBSERVED_COLUMNS = ["setting", "n_per_group_measured", "n_studies", "effect_id",
                     "planted_r", "observed_r"]
 #: analyses tested voxel-wise at the group level: their surviving per-voxel d is the median over the
 #: effect's mask of the voxel-wise d; ROI tables (roi_volumes, dwi_rois) use the ROI value's d
+#: analyses measured on the same participant maps as another: without a measurement of their own they
+#: take that analysis's (tbss and the DTI ROI tables read the same FA/MD/AD/RD maps as dti)
+SAME_MAPS_AS = {"tbss": "dti", "dwi_rois": "dti"}
 #: floor of a surviving d (a reversed or vanished effect): keeps the test planted, with power ~ 0
 MIN_SURVIVING_D = 1e-3
 VOXELWISE_ANALYSES = ("vbm", "thickness", "dti", "tbss", "reho", "alff", "seed_fc")
@@ -485,8 +488,8 @@ def surviving_effect_sizes(rows, setting: str = "demo", path=None):
 
     An effect whose measured difference is zero or points the other way gets
     :data:`MIN_SURVIVING_D` (its power is then ~0, and it stays a planted test of the power table). Voxel-wise analyses use the median voxel-wise d over the effect's mask,
-    ROI tables the ROI value's d (see :data:`VOXELWISE_ANALYSES`). Rows without a measurement keep
-    the planted size. Returns ``(rows, source)`` with ``source`` a Series "observed"/"planted".
+    ROI tables the ROI value's d (see :data:`VOXELWISE_ANALYSES`); tbss/dwi_rois without a measurement
+    of their own use dti's (:data:`SAME_MAPS_AS`). Rows without a measurement keep the planted size. Returns ``(rows, source)`` with ``source`` a Series "observed"/"planted".
     """
     import pandas as pd
 
@@ -499,7 +502,9 @@ def surviving_effect_sizes(rows, setting: str = "demo", path=None):
     for i, r in rows.iterrows():
         k = (r["effect_id"], r["analysis"], r["metric"])
         if k not in key.index:
-            continue
+            k = (r["effect_id"], SAME_MAPS_AS.get(r["analysis"], r["analysis"]), r["metric"])
+            if k not in key.index:
+                continue
         o = key.loc[k]
         o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
         d = o["observed_d_voxel_median"] if r["analysis"] in VOXELWISE_ANALYSES else o["observed_d"]
