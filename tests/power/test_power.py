@@ -182,4 +182,5 @@ def test_cli_power(tmp_path, capsys):
     p = pd.read_csv(tmp_path / "o" / "power.tsv", sep="\t")
     assert list(p["n_per_group"]) == [6, 9]
     assert np.all(np.diff(p["analytic_uncorrected"]) > 0)
-    assert main(["power", "--effects", str(spec), "--n", "1", "--output", str(tmp_path / "o")]) == 1
+    # a bad group size is a usage error (exit 2), as every other bad option value
+    assert main(["power", "--effects", str(spec), "--n", "1", "--output", str(tmp_path / "o")]) == 2
