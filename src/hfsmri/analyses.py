@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import StudyError
 
-TEMPLATE_SPACE = "MNI152NLin2009cAsym"   # the space entity of every template-space output
+from .spatial.templates import TEMPLATE_SPACE  # noqa: E402,F401  (the space entity; owner: spatial.templates)
 
 #: participant stages in the order they run for a subject (later ones reuse earlier outputs)
 STAGE_ORDER = ("anat", "dwi", "func", "conn")
@@ -104,7 +104,7 @@ class Input:
 
     ``res``: where the ``res`` entity comes from (``"analyses.<a>.<param>"`` or
     ``"preprocessing.<stage>.<param>"``), None for native-space files (no space, no res);
-    ``template``: in template space (``space-MNI152NLin2009cAsym``); ``aligned``: written already
+    ``template``: in template space (``space-MNI152NLin2009aSym``); ``aligned``: written already
     aligned to the affected side (:attr:`hfsmri.pipeline.ParticipantContext.flip`), else the group
     level aligns it (maps: mirror x -> -x; tables: swap left/right names); tables: ``index`` /
     ``value`` columns (``value=None``: the metric's name).
@@ -216,7 +216,7 @@ class RoiSet:
 
     ``regions``: name -> :func:`hfsmri.spatial.atlas.region_mask` spec; ``clusters``: the (up to
     10) significant clusters of the group contrasts instead; ``values``: the maps the means are
-    taken from (None: the metric's own maps); ``longitudinal``: also in ``rois_longitudinal.tsv``.
+    taken from (None: the metric's own maps); ``longitudinal``: also in ``desc-longitudinal_rois.tsv``.
     """
 
     regions: Mapping = field(default_factory=dict)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from .. import __version__
 from ..analyses import TEMPLATE_SPACE
-from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..derivatives import contrast_label, save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..stats.design import describe_contrast
 from ..stats.voxelwise import EXTRA_LOGP
 
 SOFTWARE = f"hfsmri {__version__}"
@@ -60,6 +62,34 @@ def results(out, analysis: str, metric: str, res: list, mask: np.ndarray, affine
             if kind in r.logp:
                 save(path(kind), volume(r.logp[kind], mask, affine), {**meta, "Statistic": f"-log10 p ({kind})"})
         save(path("clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
+    contrasts_table(out, analysis, metric, res)
+
+
+CONTRASTS_COLUMNS = ["label", "contrast", "description", "design", "n_subjects", "columns", "vector"]
+
+
+def contrasts_table(out, analysis: str, metric: str, res: list) -> None:
+    """``contrasts.tsv`` of a group folder: each file label (``contrast-<label>``) with the design's
+    contrast name, human text, design kind, subjects, design columns and contrast vector; rows of
+    earlier writes to the folder (other designs) are kept."""
+    path = out.group_path(analysis, metric, kind="contrasts")
+    rows = {}
+    if path.is_file():
+        old = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        rows = {r["label"]: dict(r) for _, r in old.iterrows()}
+    for r in res:
+        info = r.meta.get("DesignInfo") or {}
+        rows[contrast_label(r.contrast)] = {
+            "label": contrast_label(r.contrast), "contrast": r.contrast, "description": describe_contrast(r.contrast),
+            "design": str(info.get("kind", "")), "n_subjects": str(r.meta.get("NSubjects", "")),
+            "columns": ",".join(map(str, r.meta.get("DesignColumns", []))),
+            "vector": ",".join(f"{x:g}" for x in r.meta.get("ContrastVector", []))}
+    save(path, pd.DataFrame(list(rows.values()), columns=CONTRASTS_COLUMNS),
+         {"Description": "contrasts of this folder: file label -> design contrast and its meaning",
+          "Columns": {"label": "the contrast-<label> entity of the files", "contrast": "contrast name in the design",
+                      "description": "what the contrast tests", "design": "design kind",
+                      "n_subjects": "participants in the design", "columns": "design matrix columns",
+                      "vector": "contrast weights over the columns"}})
 
 
 def roi_results(out, analysis: str, metric: str, res) -> None:

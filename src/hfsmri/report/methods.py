@@ -199,7 +199,9 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
         sections.append({"title": "Anatomical preprocessing", "text": (
             "T1-weighted images were brain-extracted (" + _fmt(anat_pre.get("brain_extraction", "template")) +
             "), segmented into GM, WM and CSF and registered non-linearly to the MNI152 2009 template "
-            f"{c('mni2009')} (nilearn's bundled ICBM152 2009 template; outputs named MNI152NLin2009cAsym) with "
+            f"{c('mni2009')} (the symmetric ICBM152 2009a template bundled with nilearn, space "
+            "MNI152NLin2009aSym; fMRIPrep outputs in MNI152NLin2009cAsym, when used, were taken as "
+            "equivalent and resampled onto the same grid) with "
             f"ANTs {_fmt(anat_pre.get('registration', 'SyN'))} {c('ants')}, at "
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
