@@ -599,8 +599,20 @@ PREPROCESSING_DEFAULTS: dict[str, dict] = {
 
 #: ``voxelwise_clinical``: clinical-score correlations as voxel-wise maps for every score (true),
 #: none (false: ROI correlations only), or the listed scores; ROI correlations always cover all.
+#: ``familywise``: scope of the family-wise correction of the findings (``none``: per contrast;
+#: ``contrasts``: over all contrasts of a metric; ``metrics``: over all contrasts of every metric of
+#: an analysis, e.g. FA/MD/AD/RD), from the same permutations (hfsmri.stats.family);
+#: ``min_cluster_voxels``: smaller clusters stay in the cluster table, flagged, but are no finding
+#: (10 voxels: 80 mm^3 at 2 mm, 270 mm^3 at 3 mm; a single voxel is never one);
+#: ``min_df_correlation``: residual df a voxel-wise correlation needs (else ROI correlations only);
+#: ``variance_smoothing``: FWHM in mm of the variance smoothing of t (randomise -v; 0 = off);
+#: ``roi_n_perm``: permutations of the ROI tests (at least ``n_perm``; cheap, and fine enough that
+#: FDR over many ROIs is not limited by the 1/(n_perm+1) floor of the permutation p)
 STATS_DEFAULTS = {"n_perm": 5000, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001,
-                  "random_seed": 0, "voxelwise_clinical": True}
+                  "random_seed": 0, "voxelwise_clinical": True, "familywise": "contrasts",
+                  "min_cluster_voxels": 10, "min_df_correlation": 10, "variance_smoothing": 0.0,
+                  "roi_n_perm": 10000}
+FAMILYWISE_SCOPES = ("none", "contrasts", "metrics")
 
 
 def setting(ref: str, analyses: Mapping | None, preprocessing: Mapping | None):

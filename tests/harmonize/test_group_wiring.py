@@ -158,7 +158,7 @@ def test_voxelwise_group_applies_combat(tmp_path):
     eff = meta["Harmonization"]["mean_additive_effect"]
     assert eff["s2"] - eff["s1"] == pytest.approx(2.0, abs=0.3)
     assert eff["s3"] - eff["s1"] == pytest.approx(-1.0, abs=0.3)
-    assert "Harmonization" not in json.loads((ref / f"{name}.json").read_text())
+    assert "Harmonization" not in json.loads((ref / gname("t", "patient-gt-control", sidecar=True)).read_text())
 
 
 def test_roi_group_applies_combat(tmp_path):

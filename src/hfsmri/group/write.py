@@ -19,7 +19,9 @@ CLUSTER_COLUMNS_DOC = {
     "peak_stat": "t at the peak", "p_fwe": "smallest FWE p in the cluster (sub-peak rows: p at that voxel)",
     "aal_label/ho_label": "AAL2 / Harvard-Oxford (maxprob 25%) label at the peak",
     "com_x/y/z": "centre of mass in MNI mm", "aal_shares/ho_shares": "share of the cluster per label",
-    "is_subpeak": "local maximum >= 8 mm from the reported peaks"}
+    "is_subpeak": "local maximum >= 8 mm from the reported peaks",
+    "below_min_voxels": "cluster smaller than stats.min_cluster_voxels: listed, not a finding",
+    "p_fwe_family": "smallest family-wise FWE p in the cluster (scope: sidecar FamilywiseFWE)"}
 
 
 def volume(values, mask: np.ndarray, affine) -> nib.Nifti1Image:
@@ -90,6 +92,15 @@ def contrasts_table(out, analysis: str, metric: str, res: list) -> None:
                       "description": "what the contrast tests", "design": "design kind",
                       "n_subjects": "participants in the design", "columns": "design matrix columns",
                       "vector": "contrast weights over the columns"}})
+
+
+def family_map(out, analysis: str, metric: str, r, mask, affine, kind: str) -> None:
+    """The family-wise −log10 p map ``kind`` of one result and its cluster table (written again)."""
+    meta = {"Description": f"group analysis, contrast {r.contrast}", "Space": TEMPLATE_SPACE,
+            "Software": SOFTWARE, **r.meta}
+    save(out.group_path(analysis, metric, r.contrast, kind), volume(r.logp[kind], mask, affine),
+         {**meta, "Statistic": f"-log10 family-wise FWE p ({kind})"})
+    save(out.group_path(analysis, metric, r.contrast, "clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
 
 
 def roi_results(out, analysis: str, metric: str, res) -> None:
