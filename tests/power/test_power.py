@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.naming import gname
 from hfsmri.errors import HfsmriError
 from hfsmri.power import (correlation_power, power_tests, roi_power, run_power, score_group_outputs,
                           ttest_power)
@@ -150,7 +151,7 @@ def test_score_group_outputs_against_ground_truth(tmp_path):
             a = np.zeros(shape, np.float32)
             for sl in bl:
                 a[sl] = 3.0                         # -log10 p = 3 -> p = 0.001
-            nib.save(nib.Nifti1Image(a, aff), folder / f"contrast-{contrast}_desc-{desc}_logp.nii.gz")
+            nib.save(nib.Nifti1Image(a, aff), folder / gname(desc, contrast))
 
     inside = (slice(5, 6), slice(5, 6), slice(5, 6))
     far = (slice(15, 17), slice(15, 17), slice(15, 17))

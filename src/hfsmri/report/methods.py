@@ -216,7 +216,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"{bx_text}, segmented into grey matter (GM), white matter (WM) and cerebrospinal fluid with Atropos "
             f"{c('atropos')} using the template's tissue probability maps as priors, and registered non-linearly "
             f"to the ICBM 2009a nonlinear symmetric MNI152 template {c('mni2009')} (nilearn's bundled copy; outputs "
-            f"labelled space-{TEMPLATE_SPACE}) with ANTs {reg_text} {c('ants')} at "
+            f"labelled space-{TEMPLATE_SPACE}; fMRIPrep outputs in MNI152NLin2009cAsym, when used, were taken as "
+            f"equivalent and resampled onto the same grid) with ANTs {reg_text} {c('ants')} at "
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
     if stages & {"func", "conn"}:
