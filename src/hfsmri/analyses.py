@@ -566,6 +566,35 @@ _SPECS = (
 )
 ANALYSES: dict[str, AnalysisSpec] = {s.name: s for s in _SPECS}
 
+#: display units of the group results (report tables, axes, colour bars): ``(analysis, metric)`` ->
+#: unit, ``None`` metric = every metric of the analysis (derived ones such as ``ic-3``, ``seed-x``).
+#: They follow what the participant stages write: ROI volumes in ml, thickness in mm, MD/AD/RD in
+#: mm²/s (b in s/mm²), FA unitless, ALFF/fALFF, ReHo and DC standardised (z), VMHC and seed FC Fisher z.
+METRIC_UNITS = {
+    ("vbm", "gm"): "modulated GM (ml/ml, unitless)",
+    ("thickness", None): "mm",
+    ("roi_volumes", None): "ml",
+    ("reho", None): "z (standardised KCC)",
+    ("alff", "alff"): "z (standardised ALFF)",
+    ("alff", "falff"): "z (standardised fALFF)",
+    ("dc", None): "z (standardised degree)",
+    ("vmhc", None): "Fisher z",
+    ("seed_fc", None): "Fisher z",
+    ("ica", None): "dual-regression amplitude (a.u.)",
+    ("graph", None): "AUC (unitless)",
+    **{(a, m): u for a in ("dti", "tbss", "dwi_rois")
+       for m, u in {"fa": "FA (unitless, 0–1)", "md": "mm²/s", "ad": "mm²/s", "rd": "mm²/s"}.items()},
+}
+#: analyses computed from another analysis's participant maps (TBSS and the DTI ROI tables read the
+#: FA/MD/AD/RD maps of dti): a measurement made on one holds for the other
+SAME_MAPS_AS = {"tbss": "dti", "dwi_rois": "dti"}
+#: analyses whose group inference is voxel-wise (maps; the others are ROI tables)
+VOXELWISE_ANALYSES = ("vbm", "thickness", "dti", "tbss", "reho", "alff", "dc", "vmhc", "seed_fc", "ica")
+#: the analysis whose group metrics are ICA components (the report shows their maps and network names)
+ICA_ANALYSIS = "ica"
+#: the analysis whose parameters hold the DWI preprocessing choices (motion correction) for the methods
+DTI_ANALYSIS = "dti"
+
 #: analysis -> participant stage package (``hfsmri.<stage>.participant`` writes its inputs)
 STAGE_OF = {name: s.stage for name, s in ANALYSES.items()}
 #: analysis -> default parameters (what ``study.resolved.yaml`` shows for parameters not given)

@@ -27,7 +27,7 @@ def test_help_documents_every_option_with_its_default(capsys):
     p = power_parser()
     flags = set()
     for a in p._actions:
-        if not a.option_strings or a.dest in ("help", "verbose", "debug"):
+        if not a.option_strings or a.dest in ("help", "verbose", "debug", "quiet"):
             continue
         flags.update(a.option_strings)
         assert a.help and "default" in a.help, f"{a.option_strings} has no documented default"

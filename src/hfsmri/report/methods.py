@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from ..analyses import ANALYSES
+from ..analyses import ANALYSES, DTI_ANALYSIS
 from ..analyses import fmt_param as _fmt
 
 REFERENCES = {
@@ -312,7 +312,7 @@ def _not_done(stages: set, pre: dict, params: dict, slice_timing: dict | None) -
                          "SliceTiming")
         items.append("no susceptibility-distortion correction of the BOLD images (field maps were not used)")
     if "dwi" in stages:
-        mc = (params.get("dti") or {}).get("motion_correction", True)
+        mc = (params.get(DTI_ANALYSIS) or {}).get("motion_correction", True)
         items.append("no susceptibility-distortion correction (topup-like) of the diffusion images and no "
                      "eddy-current correction beyond "
                      + ("the affine registration of each volume to the mean b0 with b-vector rotation" if mc

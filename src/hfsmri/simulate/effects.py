@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hfsmri.analyses import measuring, of_stage, seed_metric
+from hfsmri.analyses import SAME_MAPS_AS, VOXELWISE_ANALYSES, measuring, of_stage, seed_metric
 from hfsmri.errors import HfsmriError
 
 DEFAULT_FILE = Path(__file__).with_name("default_effects.yaml")
@@ -456,14 +456,11 @@ OBSERVED_FILE = Path(__file__).with_name("observed_effects.tsv")
 OBSERVED_COLUMNS = ["setting", "n_per_group_measured", "n_studies", "effect_id", "analysis", "metric", "modality",
                     "planted_d", "observed_d", "ci_lo", "ci_hi", "observed_d_voxel_median", "control_cv_roi",
                     "planted_r", "observed_r"]
-#: analyses tested voxel-wise at the group level: their surviving per-voxel d is the median over the
-#: effect's mask of the voxel-wise d; ROI tables (roi_volumes, dwi_rois) use the ROI value's d
-#: analyses measured on the same participant maps as another: without a measurement of their own they
-#: take that analysis's (tbss and the DTI ROI tables read the same FA/MD/AD/RD maps as dti)
-SAME_MAPS_AS = {"tbss": "dti", "dwi_rois": "dti"}
+#: analyses tested voxel-wise (hfsmri.analyses.VOXELWISE_ANALYSES): their surviving per-voxel d is the
+#: median over the effect's mask of the voxel-wise d; ROI tables use the ROI value's d; an analysis
+#: read from another's maps (hfsmri.analyses.SAME_MAPS_AS) takes its measurement
 #: floor of a surviving d (a reversed or vanished effect): keeps the test planted, with power ~ 0
 MIN_SURVIVING_D = 1e-3
-VOXELWISE_ANALYSES = ("vbm", "thickness", "dti", "tbss", "reho", "alff", "seed_fc")
 
 
 def observed_effect_sizes(setting: str = "demo", path=None):
