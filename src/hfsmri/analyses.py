@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import StudyError
 
-TEMPLATE_SPACE = "MNI152NLin2009cAsym"   # the space entity of every template-space output
+from .spatial.templates import TEMPLATE_SPACE  # noqa: E402,F401  (the space entity; owner: spatial.templates)
 
 #: participant stages in the order they run for a subject (later ones reuse earlier outputs)
 STAGE_ORDER = ("anat", "dwi", "func", "conn")
@@ -104,7 +104,7 @@ class Input:
 
     ``res``: where the ``res`` entity comes from (``"analyses.<a>.<param>"`` or
     ``"preprocessing.<stage>.<param>"``), None for native-space files (no space, no res);
-    ``template``: in template space (``space-MNI152NLin2009cAsym``); ``aligned``: written already
+    ``template``: in template space (``space-MNI152NLin2009aSym``); ``aligned``: written already
     aligned to the affected side (:attr:`hfsmri.pipeline.ParticipantContext.flip`), else the group
     level aligns it (maps: mirror x -> -x; tables: swap left/right names); tables: ``index`` /
     ``value`` columns (``value=None``: the metric's name).
@@ -216,7 +216,7 @@ class RoiSet:
 
     ``regions``: name -> :func:`hfsmri.spatial.atlas.region_mask` spec; ``clusters``: the (up to
     10) significant clusters of the group contrasts instead; ``values``: the maps the means are
-    taken from (None: the metric's own maps); ``longitudinal``: also in ``rois_longitudinal.tsv``.
+    taken from (None: the metric's own maps); ``longitudinal``: also in ``desc-longitudinal_rois.tsv``.
     """
 
     regions: Mapping = field(default_factory=dict)
@@ -566,6 +566,35 @@ _SPECS = (
 )
 ANALYSES: dict[str, AnalysisSpec] = {s.name: s for s in _SPECS}
 
+#: display units of the group results (report tables, axes, colour bars): ``(analysis, metric)`` ->
+#: unit, ``None`` metric = every metric of the analysis (derived ones such as ``ic-3``, ``seed-x``).
+#: They follow what the participant stages write: ROI volumes in ml, thickness in mm, MD/AD/RD in
+#: mm²/s (b in s/mm²), FA unitless, ALFF/fALFF, ReHo and DC standardised (z), VMHC and seed FC Fisher z.
+METRIC_UNITS = {
+    ("vbm", "gm"): "modulated GM (ml/ml, unitless)",
+    ("thickness", None): "mm",
+    ("roi_volumes", None): "ml",
+    ("reho", None): "z (standardised KCC)",
+    ("alff", "alff"): "z (standardised ALFF)",
+    ("alff", "falff"): "z (standardised fALFF)",
+    ("dc", None): "z (standardised degree)",
+    ("vmhc", None): "Fisher z",
+    ("seed_fc", None): "Fisher z",
+    ("ica", None): "dual-regression amplitude (a.u.)",
+    ("graph", None): "AUC (unitless)",
+    **{(a, m): u for a in ("dti", "tbss", "dwi_rois")
+       for m, u in {"fa": "FA (unitless, 0–1)", "md": "mm²/s", "ad": "mm²/s", "rd": "mm²/s"}.items()},
+}
+#: analyses computed from another analysis's participant maps (TBSS and the DTI ROI tables read the
+#: FA/MD/AD/RD maps of dti): a measurement made on one holds for the other
+SAME_MAPS_AS = {"tbss": "dti", "dwi_rois": "dti"}
+#: analyses whose group inference is voxel-wise (maps; the others are ROI tables)
+VOXELWISE_ANALYSES = ("vbm", "thickness", "dti", "tbss", "reho", "alff", "dc", "vmhc", "seed_fc", "ica")
+#: the analysis whose group metrics are ICA components (the report shows their maps and network names)
+ICA_ANALYSIS = "ica"
+#: the analysis whose parameters hold the DWI preprocessing choices (motion correction) for the methods
+DTI_ANALYSIS = "dti"
+
 #: analysis -> participant stage package (``hfsmri.<stage>.participant`` writes its inputs)
 STAGE_OF = {name: s.stage for name, s in ANALYSES.items()}
 #: analysis -> default parameters (what ``study.resolved.yaml`` shows for parameters not given)
@@ -608,8 +637,20 @@ PREPROCESSING_DEFAULTS: dict[str, dict] = {
 
 #: ``voxelwise_clinical``: clinical-score correlations as voxel-wise maps for every score (true),
 #: none (false: ROI correlations only), or the listed scores; ROI correlations always cover all.
+#: ``familywise``: scope of the family-wise correction of the findings (``none``: per contrast;
+#: ``contrasts``: over all contrasts of a metric; ``metrics``: over all contrasts of every metric of
+#: an analysis, e.g. FA/MD/AD/RD), from the same permutations (hfsmri.stats.family);
+#: ``min_cluster_voxels``: smaller clusters stay in the cluster table, flagged, but are no finding
+#: (10 voxels: 80 mm^3 at 2 mm, 270 mm^3 at 3 mm; a single voxel is never one);
+#: ``min_df_correlation``: residual df a voxel-wise correlation needs (else ROI correlations only);
+#: ``variance_smoothing``: FWHM in mm of the variance smoothing of t (randomise -v; 0 = off);
+#: ``roi_n_perm``: permutations of the ROI tests (at least ``n_perm``; cheap, and fine enough that
+#: FDR over many ROIs is not limited by the 1/(n_perm+1) floor of the permutation p)
 STATS_DEFAULTS = {"n_perm": 5000, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.001,
-                  "random_seed": 0, "voxelwise_clinical": True}
+                  "random_seed": 0, "voxelwise_clinical": True, "familywise": "contrasts",
+                  "min_cluster_voxels": 10, "min_df_correlation": 10, "variance_smoothing": 0.0,
+                  "roi_n_perm": 10000}
+FAMILYWISE_SCOPES = ("none", "contrasts", "metrics")
 
 
 def setting(ref: str, analyses: Mapping | None, preprocessing: Mapping | None):

@@ -162,13 +162,77 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _GroupSizes(argparse.Action):
+    """``--n 10 20 30`` and ``--n 10,20,30`` (and mixtures): one parser,
+    :func:`hfsmri.power.sizes.parse_group_sizes`; a bad value is a usage error (exit 2)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .power.sizes import parse_group_sizes
+
+        try:
+            setattr(namespace, self.dest, parse_group_sizes(values))
+        except HfsmriError as exc:
+            parser.error(exc.message)
+
+
 def power_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hfsmri power", description="Power analysis by simulation of whole studies.")
-    p.add_argument("--effects", default="default", metavar="default|FILE.yaml")
-    p.add_argument("--n", default="10,20,30,50", metavar="LIST", help="group sizes (per group)")
-    p.add_argument("--n-sim", type=int, default=100, metavar="N")
-    p.add_argument("--output", type=Path, default=Path("hfsmri_power"), metavar="DIR")
-    p.add_argument("--seed", type=int, default=0, metavar="N")
+    from .power import ENGINE_DOC, POWER_DEFAULTS as D
+
+    import textwrap
+
+    def fill(text, indent=""):
+        return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=" " * len(indent))
+
+    desc = "\n".join([fill(
+        "Power analysis by simulation of whole studies: for each group size, simulate studies with the planted "
+        "effects, test them as the group level does, and report the share detected (power) and the "
+        "false-positive rate. Writes power.html, power.tsv, false_positives.tsv, power_curve.png and "
+        "power_settings.json into --output (docs/power.md)."), "", "engines:",
+        fill(ENGINE_DOC["roi"], "  roi    "), fill(ENGINE_DOC["image"], "  image  ")])
+    p = _Parser(prog="hfsmri power", formatter_class=argparse.RawDescriptionHelpFormatter, description=desc)
+    p.add_argument("--engine", choices=("roi", "image"), default=D["engine"],
+                   help="roi: fast ROI-value simulation (seconds); image: whole simulated studies through the "
+                        "participant and group pipeline (minutes per study) (default: %(default)s)")
+    p.add_argument("--effects", default=D["effects"], metavar="default|FILE.yaml",
+                   help="planted effects: the simulator's review-based set or a YAML file (default: %(default)s)")
+    p.add_argument("--effect-sizes", choices=("observed", "planted"), default=D["effect_sizes"],
+                   help="roi engine: 'observed' uses the effect sizes measured in participant-level values "
+                        "after the pipeline (stored with the simulator's effect set, benchmarks/"
+                        "bench_sensitivity.py), 'planted' the simulator's latent Cohen's d (an upper bound) "
+                        "(default: %(default)s)")
+    p.add_argument("--n", nargs="+", action=_GroupSizes, default=list(D["ns"]), metavar="N",
+                   help="subjects per group, as --n 10 20 30 or --n 10,20,30 (default: %s)"
+                        % " ".join(str(n) for n in D["ns"]))
+    p.add_argument("--n-sim", type=int, default=D["n_sim"], metavar="N",
+                   help="simulated studies per group size (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=Path("hfsmri_power"), metavar="DIR",
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=D["seed"], metavar="N",
+                   help="base random seed; results are a deterministic function of all options "
+                        "(default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=D["alpha"], metavar="P",
+                   help="significance level of the corrected p-values (default: %(default)s)")
+    p.add_argument("--correction", choices=("fwe", "fdr", "uncorrected"), default=D["correction"],
+                   help="correction shown in the headline table and plot; power.tsv has all three "
+                        "(default: %(default)s)")
+    p.add_argument("--n-perm", type=int, default=D["n_perm"], metavar="N",
+                   help="permutations: roi engine with --test permutation, and stats.n_perm of the image "
+                        "engine's group level (default: %(default)s)")
+    r = p.add_argument_group("roi engine")
+    r.add_argument("--test", choices=("parametric", "permutation"), default=D["test"],
+                   help="parametric: t distribution, Holm FWE; permutation: max-statistic over label "
+                        "permutations, as the pipeline's ROI tables (default: %(default)s)")
+    r.add_argument("--n-null", type=int, default=D["n_null"], metavar="N",
+                   help="null ROIs per analysis/metric, for the false-positive estimate (default: %(default)s)")
+    r.add_argument("--reliability", type=float, default=D["reliability"], metavar="R",
+                   help="share of the between-subject variance of a measured value that is signal "
+                        "(observed d = sqrt(R) x d), on top of --effect-sizes (default: %(default)s)")
+    g = p.add_argument_group("image engine")
+    g.add_argument("--analyses", nargs="+", choices=ANALYSIS_NAMES, metavar="ANALYSIS",
+                   help="analyses to run per simulated study (default: every analysis)")
+    g.add_argument("--nprocs", type=int, metavar="N", help="parallel subject jobs (default: all cores)")
+    g.add_argument("--keep", action="store_true",
+                   help="keep each simulated study's images (default: delete them once scored)")
     _add_common(p)
     return p
 
@@ -322,11 +386,10 @@ def run_power(args) -> int:
     from .power import run_power as _run
 
     setup_logging(args.verbose, args.debug, args.quiet)
-    try:
-        ns = [int(x) for x in str(args.n).split(",") if x.strip()]
-    except ValueError:
-        raise HfsmriError(f"--n must be comma-separated integers, got {args.n!r}") from None
-    print(_run(args.output, effects=args.effects, ns=ns, n_sim=args.n_sim, seed=args.seed))
+    print(_run(args.output, effects=args.effects, ns=args.n, n_sim=args.n_sim, seed=args.seed, engine=args.engine,
+               test=args.test, n_perm=args.n_perm, alpha=args.alpha, n_null=args.n_null,
+               reliability=args.reliability, correction=args.correction, analyses=args.analyses,
+               nprocs=args.nprocs, keep=args.keep, effect_sizes=args.effect_sizes))
     return 0
 
 

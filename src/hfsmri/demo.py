@@ -149,4 +149,21 @@ def _print_summary(deriv: Path, study: dict) -> None:
                              "evaluated planted effects recovered")
         except Exception:
             pass
+    lines += _power_vs_recovery_lines(deriv)
     print("\n".join(lines))
+
+
+def _power_vs_recovery_lines(deriv: Path) -> list[str]:
+    """Predicted power of each planted effect at the demo's size beside recovered yes/no (issue 23)."""
+    import pandas as pd
+
+    from .errors import HfsmriError
+    from .power.recovery import power_beside_recovery, summary_lines
+
+    try:
+        groups = pd.read_csv(deriv / "participants.tsv", sep="\t")["group"].value_counts()
+        n = int(groups.min())
+        return summary_lines(power_beside_recovery(deriv, n), n)
+    except (OSError, KeyError, ValueError, HfsmriError) as exc:
+        log.warning("demo: predicted power vs recovery not computed: %s", exc)
+        return []

@@ -34,9 +34,10 @@ from typing import Any, Iterable, Mapping
 
 from . import __version__
 from .errors import HfsmriError, InputDataError, storage_error
+from .spatial.templates import TEMPLATE_SPACE
 
 PIPELINE_NAME = "hfsmri"
-DEFAULT_SPACE = "MNI152NLin2009cAsym"
+DEFAULT_SPACE = TEMPLATE_SPACE
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "hemi",
                 "space", "cohort", "res", "den", "atlas", "roi", "label", "seed", "model",
                 "param", "stat", "contrast", "meas", "desc")
@@ -260,26 +261,76 @@ def save_tsv_atomic(df, path: str | Path, index: bool = False) -> Path:
     return Path(path)
 
 
-#: the statistic and −log10 p maps of one contrast: kind -> ``contrast-<c>_<entities>.nii.gz``
+#: the statistic and −log10 p maps of one contrast: kind -> entities and suffix after
+#: ``space-<template>_contrast-<label>_``. ``fwecontrasts`` / ``fwemetrics``: family-wise FWE p over
+#: all contrasts of the metric / over all contrasts of every metric of the analysis' family
+#: (:mod:`hfsmri.stats.family`), written beside the per-contrast ``fwe`` map.
 CONTRAST_MAPS = {"t": "stat-t_statmap", "tfce": "stat-tfce_statmap", "fwe": "desc-fwe_logp",
                  "voxelfwe": "desc-voxelfwe_logp", "clusterfwe": "desc-clusterfwe_logp",
-                 "uncorrected": "desc-uncorrected_logp", "fdr": "desc-fdr_logp"}
-#: group result files: kind -> name in ``group/[<analysis>/[<metric>/]]`` (``{c}``: the contrast,
-#: ``{M}``: the metric in capitals). :func:`group_path` is the one place group files are named.
+                 "uncorrected": "desc-uncorrected_logp", "fdr": "desc-fdr_logp",
+                 "fwecontrasts": "desc-fwecontrasts_logp", "fwemetrics": "desc-fwemetrics_logp"}
+#: group result files: kind -> name in ``group/[<analysis>/[<metric>/]]`` (``{S}``: the template
+#: space, ``{c}``: the contrast's BIDS label (:func:`contrast_label`), ``{m}``: the metric).
+#: :func:`group_path` is the one place group files are named; every name is a valid
+#: BIDS-Derivatives name (alphanumeric labels, entities in BIDS order, a suffix).
 GROUP_FILES = {
-    **{k: f"contrast-{{c}}_{v}.nii.gz" for k, v in CONTRAST_MAPS.items()},
-    "clusters": "contrast-{c}_clusters.tsv", "edges": "contrast-{c}_edges.tsv",   # edges: graph/edges, graph/nbs
+    **{k: f"space-{{S}}_contrast-{{c}}_{v}.nii.gz" for k, v in CONTRAST_MAPS.items()},
+    "clusters": "space-{S}_contrast-{c}_clusters.tsv",
+    "edges": "contrast-{c}_edges.tsv",                                             # graph/edges, graph/nbs
     "components": "contrast-{c}_components.tsv",                                   # graph/nbs
-    "mask": "mask.nii.gz", "mask_longitudinal": "mask_longitudinal.nii.gz", "rois": "rois.tsv",
-    "correlations": "correlations.tsv", "values": "values.tsv", "rois_longitudinal": "rois_longitudinal.tsv",
-    "summary": "summary.json", "summary_longitudinal": "summary_longitudinal.json",
-    "skeletonised": "all_{M}_skeletonised.nii.gz", "mean_fa": "mean_FA.nii.gz",   # tbss/
-    "skeleton": "mean_FA_skeleton_mask.nii.gz", "ica_maps": "components.nii.gz",    # tbss/, ica/
-    "ica_labels": "components.tsv", "func_qc": "func_qc.tsv",                       # ica/, group/
-    "qc_decisions": "qc_decisions.tsv",                                             # group/
-    "group_summary": "group_summary.json", "stage_marker": ".{c}_done.json",        # group/ (c = the stage)
+    "contrasts": "contrasts.tsv",                                                  # label -> contrast, text
+    "mask": "space-{S}_desc-analysis_mask.nii.gz",
+    "mask_longitudinal": "space-{S}_desc-longitudinal_mask.nii.gz",
+    "rois": "rois.tsv", "correlations": "correlations.tsv",                        # contract names
+    "values": "desc-roimeans_stats.tsv", "rois_longitudinal": "desc-longitudinal_rois.tsv",
+    "summary": "summary.json", "summary_longitudinal": "desc-longitudinal_summary.json",
+    "skeletonised": "space-{S}_model-tensor_param-{m}_desc-skeletonised_dwimap.nii.gz",   # tbss/<metric>/
+    "mean_fa": "space-{S}_model-tensor_param-fa_desc-mean_dwimap.nii.gz",                 # tbss/
+    "skeleton": "space-{S}_desc-skeleton_mask.nii.gz",                                    # tbss/
+    "ica_maps": "space-{S}_desc-ica_components.nii.gz",                                   # ica/
+    "ica_labels": "components.tsv", "func_qc": "desc-func_qc.tsv",                  # ica/, group/
+    "qc_decisions": "desc-decisions_qc.tsv",                                        # group/
+    "group_summary": "desc-group_summary.json", "stage_marker": ".{c}_done.json",        # group/ (c = the stage)
     "folder": "",                                                                   # the folder itself
 }
+_CONTRAST_WORDS = {"gt": "GT", "lt": "LT"}
+
+
+def contrast_label(name: str) -> str:
+    """The BIDS label (letters and digits only) of a design's contrast name.
+
+    Words split at any non-alphanumeric character; the first word is kept, ``gt``/``lt`` become
+    ``GT``/``LT`` and the word after them stays lower case, every other word is capitalised:
+    ``patient-gt-control`` -> ``patientGTcontrol``, ``corr-severity-pos`` -> ``corrSeverityPos``,
+    ``corr-duration_months-neg`` -> ``corrDurationMonthsNeg``, ``patient-post-gt-pre`` ->
+    ``patientPostGTpre``, ``change-patient-gt-control`` -> ``changePatientGTcontrol``. A name
+    that is already a label is returned unchanged.
+    """
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", str(name)) if w]
+    if not words:
+        raise HfsmriError(f"contrast name {name!r} has no letters or digits", field="contrast")
+    out, prev = [words[0]], words[0]
+    for w in words[1:]:
+        if w.lower() in _CONTRAST_WORDS:
+            out.append(_CONTRAST_WORDS[w.lower()])
+        elif prev.lower() in _CONTRAST_WORDS:
+            out.append(w.lower())
+        else:
+            out.append(w[:1].upper() + w[1:])
+        prev = w
+    return "".join(out)
+
+
+def group_file_name(kind: str, contrast: str | None = None, metric: str | None = None) -> str:
+    """The file name (no folder) of a group result of ``kind`` (see :func:`group_path`)."""
+    if kind not in GROUP_FILES:
+        raise HfsmriError(f"unknown group file kind {kind!r}; known: {', '.join(GROUP_FILES)}", field="kind")
+    pattern = GROUP_FILES[kind]
+    if "{c}" in pattern and not contrast:
+        raise HfsmriError(f"group file kind {kind!r} needs a contrast", field="contrast")
+    c = contrast if kind == "stage_marker" else (contrast_label(contrast) if contrast else None)
+    m = _check_value("param", str(metric or "").lower()) if "{m}" in pattern else None
+    return pattern.format(S=TEMPLATE_SPACE, c=c, m=m)
 
 
 def group_path(root: str | Path, analysis: str | None = None, metric: str | None = None,
@@ -287,20 +338,17 @@ def group_path(root: str | Path, analysis: str | None = None, metric: str | None
     """``OUTPUT_DIR/group/[<analysis>/[<metric>/]]<file>`` of a group result (nothing is created).
 
     ``kind``: a key of :data:`GROUP_FILES`; ``contrast``: the design's contrast name (e.g.
-    ``patient-gt-control``) for the per-contrast kinds. Every writer and reader of group results
-    goes through this function, so that renaming a group file means changing it here only.
+    ``patient-gt-control``; written as its BIDS label ``patientGTcontrol``, :func:`contrast_label`)
+    for the per-contrast kinds. Every writer and reader of group results goes through this
+    function, so that renaming a group file means changing it here only.
     """
-    if kind not in GROUP_FILES:
-        raise HfsmriError(f"unknown group file kind {kind!r}; known: {', '.join(GROUP_FILES)}", field="kind")
-    pattern = GROUP_FILES[kind]
-    if "{c}" in pattern and not contrast:
-        raise HfsmriError(f"group file kind {kind!r} needs a contrast", field="contrast")
+    name = group_file_name(kind, contrast, metric)
     d = Path(root) / "group"
     if analysis:
         d = d / _check_name("analysis", analysis)
         if metric:
             d = d / _check_name("metric", metric)
-    return d / pattern.format(c=contrast, M=str(metric or "").upper())
+    return d / name
 
 
 #: sidecar key holding the output file's own size (bytes) and SHA-256, written with the file

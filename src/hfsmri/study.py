@@ -430,6 +430,18 @@ class Study:
                 raise bad(k, f"must be a number between 0 and 1, got {v!r}")
         if not isinstance(stats["random_seed"], int) or isinstance(stats["random_seed"], bool):
             raise bad("random_seed", f"must be an integer, got {stats['random_seed']!r}")
+        from .analyses import FAMILYWISE_SCOPES
+
+        if stats["familywise"] not in FAMILYWISE_SCOPES:
+            raise bad("familywise", f"must be one of {', '.join(FAMILYWISE_SCOPES)}, got {stats['familywise']!r}")
+        for k in ("min_cluster_voxels", "min_df_correlation", "roi_n_perm"):
+            v = stats[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "min_cluster_voxels" else 0):
+                raise bad(k, f"must be a {'positive' if k == 'min_cluster_voxels' else 'non-negative'} integer, "
+                             f"got {v!r}")
+        v = stats["variance_smoothing"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v < 50):
+            raise bad("variance_smoothing", f"must be a FWHM in mm between 0 (off) and 50, got {v!r}")
         vc = stats["voxelwise_clinical"]
         if not (isinstance(vc, bool) or (isinstance(vc, list) and all(isinstance(x, str) for x in vc))):
             raise bad("voxelwise_clinical", f"must be true, false or a list of clinical scores, got {vc!r}")

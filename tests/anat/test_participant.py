@@ -50,8 +50,8 @@ def test_outputs_and_ctx_for_later_stages(study):
     ctx, summary = study["runs"]["01"]
     anat = study["out"] / "sub-01" / "anat"
     for name in ("sub-01_desc-preproc_T1w.nii.gz", "sub-01_desc-brain_mask.nii.gz", "sub-01_label-GM_probseg.nii.gz",
-                 f"sub-01_space-MNI152NLin2009cAsym_res-{RES}_label-GM_desc-modulated_probseg.nii.gz",
-                 f"sub-01_space-MNI152NLin2009cAsym_res-{RES}_desc-thickness_morph.nii.gz",
+                 f"sub-01_space-MNI152NLin2009aSym_res-{RES}_label-GM_desc-modulated_probseg.nii.gz",
+                 f"sub-01_space-MNI152NLin2009aSym_res-{RES}_desc-thickness_morph.nii.gz",
                  "sub-01_desc-tissue_stats.tsv", "sub-01_desc-roivolumes_stats.tsv", "sub-01_desc-thickness_stats.tsv"):
         assert (anat / name).exists(), name
     # VBM map on the MNI template grid

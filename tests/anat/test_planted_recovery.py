@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from ..e2e_helpers import mask_on_grid, run_participant_and_group
+from tests.naming import gname
 
 EFFECTS = {"sigma": {"gm": 0.10}, "effects": [
     {"id": "gm-thalamus", "metric": "gm", "direction": -1, "cohens_d": 4.0,
@@ -67,7 +68,7 @@ def test_planted_gm_changes_have_the_planted_sign(run):
     gt = bids / "derivatives" / "ground_truth"
     eff = pd.read_csv(gt / "effects.tsv", sep="\t").query("analysis == 'vbm'").set_index("effect_id")
     d = out / "group" / "vbm" / "gm"
-    t_img = nib.load(d / "contrast-patient-gt-control_stat-t_statmap.nii.gz")
+    t_img = nib.load(d / gname("t", "patient-gt-control"))
     t = np.asarray(t_img.dataobj)
     rois = pd.read_csv(out / "group" / "roi_volumes" / "volume" / "rois.tsv", sep="\t").set_index("roi")
     found = {}
@@ -78,7 +79,7 @@ def test_planted_gm_changes_have_the_planted_sign(run):
         roi_t = [float(rois.loc[r, "t"]) for r in ROIS[eid]]
         found[eid] = (round(vbm_t, 2), [round(x, 2) for x in roi_t])
         contrast = "patient-lt-control" if sign < 0 else "patient-gt-control"
-        logp = np.asarray(nib.load(d / f"contrast-{contrast}_desc-fwe_logp.nii.gz").dataobj)
+        logp = np.asarray(nib.load(d / gname("fwe", contrast)).dataobj)
         found[eid] += (round(float(logp[mask].max()), 2),)
     wrong = [eid for eid, (vbm_t, roi_t, _) in found.items()
              if not (int(eff.loc[eid, "direction"]) * vbm_t > 0

@@ -20,6 +20,7 @@ from hfsmri.spatial.atlas import region_mask
 from hfsmri.spatial.templates import load_template
 from hfsmri.stage_outputs import FuncOutputs
 from hfsmri.study import Study
+from tests.naming import gname
 
 RES = 6
 T = 60
@@ -101,21 +102,21 @@ def test_participant_outputs_named_by_contract(study_run):
     root, out, study, summaries, _ = study_run
     f = root / "sub-01" / "func"
     names = sorted(p.name for p in f.iterdir())
-    assert "sub-01_task-rest_space-MNI152NLin2009cAsym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.nii.gz" in names
-    assert "sub-01_task-rest_space-MNI152NLin2009cAsym_res-6_seed-thalamusContra_desc-fisherzsmooth_boldmap.nii.gz" in names
-    assert "sub-01_task-rest_space-MNI152NLin2009cAsym_atlas-aal_meas-pearson_desc-fisherz_relmat.tsv" in names
-    assert "sub-01_task-rest_space-MNI152NLin2009cAsym_atlas-aal_meas-pearson_desc-graphnodalauc_stats.tsv" in names
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.nii.gz" in names
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_res-6_seed-thalamusContra_desc-fisherzsmooth_boldmap.nii.gz" in names
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_atlas-aal_meas-pearson_desc-fisherz_relmat.tsv" in names
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_atlas-aal_meas-pearson_desc-graphnodalauc_stats.tsv" in names
     # sub-01 is flipped (affected L): its Ipsi amygdala seed is the native LEFT amygdala
     import json
 
-    side = json.loads((f / "sub-01_task-rest_space-MNI152NLin2009cAsym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.json").read_text())
+    side = json.loads((f / "sub-01_task-rest_space-MNI152NLin2009aSym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.json").read_text())
     assert study.flipped("01") and "mirrored" in side["SeedRegion"] and side["SubjectFlippedAtGroupLevel"]
-    z = nib.load(f / "sub-01_task-rest_space-MNI152NLin2009cAsym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.nii.gz")
+    z = nib.load(f / "sub-01_task-rest_space-MNI152NLin2009aSym_res-6_seed-amygdalaIpsi_desc-fisherz_boldmap.nii.gz")
     mask_img = load_template("mask", RES)
     amy_l = region_mask("ho:Left_Amygdala", mask_img) & (np.asarray(mask_img.dataobj) > 0)
     assert np.asarray(z.dataobj)[amy_l].mean() > 1.0  # seed region correlates with its own mean
     # the relmat is a symmetric Fisher-z matrix with node names
-    rel = pd.read_csv(f / "sub-01_task-rest_space-MNI152NLin2009cAsym_atlas-aal_meas-pearson_desc-fisherz_relmat.tsv",
+    rel = pd.read_csv(f / "sub-01_task-rest_space-MNI152NLin2009aSym_atlas-aal_meas-pearson_desc-fisherz_relmat.tsv",
                       sep="\t", index_col=0)
     assert list(rel.index) == list(rel.columns) and "Amygdala_R" in rel.columns
     m = rel.to_numpy(float)
@@ -137,15 +138,15 @@ def test_rerun_is_skipped(study_run):
 def test_group_finds_planted_amygdala_insula_effect(study_run):
     root, out, study, _, gsum = study_run
     d = root / "group" / "seed_fc" / "seed-amygdalaIpsi"
-    for suffix in ("stat-t_statmap.nii.gz", "stat-tfce_statmap.nii.gz", "desc-fwe_logp.nii.gz", "clusters.tsv"):
-        assert (d / f"contrast-patient-gt-control_{suffix}").exists()
+    for kind in ("t", "tfce", "fwe", "clusters"):
+        assert (d / gname(kind, "patient-gt-control")).exists()
     rois = pd.read_csv(d / "rois.tsv", sep="\t").set_index("roi")
     # planted: patients' Ipsi amygdala couples with the Contra insula (after alignment)
     hit = rois.loc["amygdalaIpsi-insulaContra"]
     assert hit.estimate > 0.3 and hit.p_perm < 0.05
     assert rois.loc["amygdalaIpsi-insulaIpsi"].p_perm > 0.05
     # voxel-wise: the TFCE FWE map peaks in the contra (left) insula
-    t = np.asarray(nib.load(d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").dataobj)
+    t = np.asarray(nib.load(d / gname("t", "patient-gt-control")).dataobj)
     mask_img = load_template("mask", RES)
     ins_l = region_mask("aal:Insula_L", mask_img)
     assert t[ins_l].mean() > 3 and t[~ins_l & (np.asarray(mask_img.dataobj) > 0)].mean() < 1
@@ -165,19 +166,19 @@ def test_group_graph_outputs(study_run):
     assert {"clustering", "global_efficiency", "modularity"} <= set(glob.roi)
     deg = pd.read_csv(g / "degree" / "rois.tsv", sep="\t")
     assert "Amygdala_R" in set(deg.roi) and "p_fdr" in deg.columns
-    e = pd.read_csv(g / "edges" / "contrast-patient-gt-control_edges.tsv", sep="\t")
+    e = pd.read_csv(g / "edges" / gname("edges", "patient-gt-control"), sep="\t")
     assert {"node_i", "node_j", "t", "p", "q_fdr"} <= set(e.columns)
     # the planted amygdala-insula coupling is the strongest group edge after alignment
     top = e.sort_values("t", ascending=False).iloc[0]
     assert {top.node_i, top.node_j} & {"Amygdala_R", "Insula_L"}
-    assert (g / "nbs" / "contrast-patient-gt-control_components.tsv").exists()
+    assert (g / "nbs" / gname("components", "patient-gt-control")).exists()
 
 
 def test_group_ica_outputs(study_run):
     root, out, study, _, gsum = study_run
     comps = pd.read_csv(root / "group" / "ica" / "components.tsv", sep="\t")
     assert len(comps) == 4 and {"network", "match_r"} <= set(comps.columns)
-    img = nib.load(root / "group" / "ica" / "components.nii.gz")
+    img = nib.load(root / "group" / "ica" / gname("ica_maps"))
     assert img.shape[3] == 4
-    assert any((root / "group" / "ica" / f"ic-{k}" / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()
+    assert any((root / "group" / "ica" / f"ic-{k}" / gname("t", "patient-gt-control")).exists()
                for k in range(1, 5))

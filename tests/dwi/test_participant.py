@@ -63,13 +63,13 @@ def test_participant_stage_writes_contract_maps(tmp_path):
     summary = participant.run(ctx)
     assert summary["registration"] == "direct" and summary["gradients"]["n_b0"] == 2
     out = ctx.out.root / "sub-01" / "dwi"
-    fa_p = out / "sub-01_space-MNI152NLin2009cAsym_res-3_model-tensor_param-fa_dwimap.nii.gz"
+    fa_p = out / "sub-01_space-MNI152NLin2009aSym_res-3_model-tensor_param-fa_dwimap.nii.gz"
     for m in ("fa", "md", "ad", "rd"):
         assert (out / fa_p.name.replace("param-fa", f"param-{m}")).exists()
     fa = np.asarray(nib.load(fa_p).dataobj)
     sel = (fa > 0) & (fa_true > 0)
     assert np.corrcoef(fa[sel], fa_true[sel])[0, 1] > 0.8
-    tsv = out / "sub-01_space-MNI152NLin2009cAsym_res-3_desc-tracts_stats.tsv"
+    tsv = out / "sub-01_space-MNI152NLin2009aSym_res-3_desc-tracts_stats.tsv"
     import pandas as pd
 
     df = pd.read_csv(tsv, sep="\t").set_index("roi")

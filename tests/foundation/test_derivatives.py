@@ -11,7 +11,7 @@ import pytest
 from hfsmri.derivatives import Derivatives, atomic_path, provenance_hash
 from hfsmri.errors import HfsmriError
 
-S = "space-MNI152NLin2009cAsym"
+S = "space-MNI152NLin2009aSym"
 
 
 @pytest.mark.parametrize("kwargs, expected", [

@@ -21,6 +21,7 @@ from hfsmri.func import confounds as cf  # noqa: E402
 from hfsmri.func import participant  # noqa: E402
 from hfsmri.func.reho import reho  # noqa: E402
 from hfsmri.pipeline import GroupContext, ParticipantContext  # noqa: E402
+from tests.naming import gname
 
 RES = 6
 
@@ -94,7 +95,7 @@ def test_raw_stage_detects_planted_motion(tmp_path):
     assert s["registration"] == "direct"
     t_ref = (max(times) + min(times)) / 2
     assert s["slice_timing"] == f"corrected to {t_ref:.4g} s"
-    side = json.loads(ctx.out.path("01", None, "func", "bold", space="MNI152NLin2009cAsym", res=RES,
+    side = json.loads(ctx.out.path("01", None, "func", "bold", space="MNI152NLin2009aSym", res=RES,
                                    entities={"task": "rest", "desc": "clean"}).with_suffix("").with_suffix(".json")
                       .read_text())
     assert side["SliceTimingCorrected"] is True and side["StartTime"] == pytest.approx(t_ref)
@@ -147,20 +148,20 @@ def test_group_end_to_end_finds_planted_reho_effects(tmp_path):
     res = run_stage(g, "func")
     assert res["reho"]["reho"]["n_subjects"] == 14
     gdir = out.root / "group" / "reho" / "reho"
-    lt = np.asarray(nib.load(str(gdir / "contrast-patient-lt-control_desc-fwe_logp.nii.gz")).dataobj)
-    gt = np.asarray(nib.load(str(gdir / "contrast-patient-gt-control_desc-fwe_logp.nii.gz")).dataobj)
+    lt = np.asarray(nib.load(str(gdir / gname("fwe", "patient-lt-control"))).dataobj)
+    gt = np.asarray(nib.load(str(gdir / gname("fwe", "patient-gt-control"))).dataobj)
     sig = -np.log10(0.05)
     assert (lt[down] > sig).mean() > 0.3  # planted decrease found in left MFG
     assert (gt[up] > sig).sum() >= 3  # planted increase found in the right brainstem
     from scipy import ndimage
 
     near = ndimage.binary_dilation(down | up, iterations=2)
-    inside = np.asarray(nib.load(str(gdir / "mask.nii.gz")).dataobj) > 0 if (gdir / "mask.nii.gz").exists() \
+    inside = np.asarray(nib.load(str(gdir / gname("mask"))).dataobj) > 0 if (gdir / gname("mask")).exists() \
         else lt != 0
     assert (lt[inside & ~near] > sig).sum() < 0.02 * inside.sum()  # nothing large away from the effects
     rois = pd.read_csv(gdir / "rois.tsv", sep="\t")
     assert "MFG_L" in set(rois.iloc[:, 0].astype(str)) or "MFG_L" in rois.to_string()
-    clus = pd.read_csv(gdir / "contrast-patient-lt-control_clusters.tsv", sep="\t")
+    clus = pd.read_csv(gdir / gname("clusters", "patient-lt-control"), sep="\t")
     assert len(clus) >= 1
 
     # null study: the same maps with groups balanced over the planted effect
@@ -173,5 +174,5 @@ def test_group_end_to_end_finds_planted_reho_effects(tmp_path):
     run_stage(g0, "func")
     g0dir = null_out.root / "group" / "reho" / "reho"
     for c in ("patient-gt-control", "patient-lt-control"):
-        lp = np.asarray(nib.load(str(g0dir / f"contrast-{c}_desc-fwe_logp.nii.gz")).dataobj)
+        lp = np.asarray(nib.load(str(g0dir / gname("fwe", c))).dataobj)
         assert (lp > sig).sum() <= 10

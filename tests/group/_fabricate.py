@@ -62,7 +62,9 @@ def study_config(variant: str) -> dict:
                      "vmhc": {}, "seed_fc": {"seeds": list(SEEDS)},
                      "ica": {"n_components": 3, "n_init": 1}, "graph": {"atlas": "aal", "nbs_threshold": 2.0}},
         "preprocessing": {"func": {"resolution": RES, "exclude_high_motion": variant == "cross"}},
-        "stats": {"n_perm": 20, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0},
+        "stats": {"n_perm": 20, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0,
+                  # keep the voxel-wise correlation maps (df 2-3 here) and the fast ROI tests in the guard
+                  "min_df_correlation": 0, "roi_n_perm": 20},
     }
     if variant == "longitudinal":   # voxel-wise clinical maps are covered by ``cross``; ROI ones stay
         cfg["sessions"] = ["pre", "post"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.naming import bids_name_problems
+
 from ._fabricate import VARIANTS, checksums, run_variant
 
 REFERENCE = Path(__file__).with_name("checksums.json")
@@ -21,7 +23,11 @@ REFERENCE = Path(__file__).with_name("checksums.json")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_group_outputs_unchanged(tmp_path, variant):
     expected = json.loads(REFERENCE.read_text())[variant]
-    got = checksums(run_variant(tmp_path, variant))
+    out = run_variant(tmp_path, variant)
+    got = checksums(out)
+    names = {f.name for f in out.rglob("*") if f.is_file() and not f.name.startswith(".")}
+    bad = [p for n in sorted(names) for p in bids_name_problems(n)]
+    assert len(names) > 100 and not bad, bad[:10]     # every group output has a valid BIDS name
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     changed = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.naming import gname
 from hfsmri.errors import StudyError
 from hfsmri.harmonize import ComBat, harmonize_for_design, harmonize_for_study
 from hfsmri.stats.design import clinical_designs, design_from_study
@@ -148,16 +149,16 @@ def test_voxelwise_group_applies_combat(tmp_path):
     H, _ = harmonize_for_study(Y, st, labels)
     d_none = design_from_study(_study(tmp_path, site_column="site", harmonize="none"), labels)
     ref = voxelwise_group(H, mask, d_none, tmp_path / "ref", stats)
-    name = "contrast-patient-gt-control_stat-t_statmap"
-    t1 = nib.load(combat / f"{name}.nii.gz").get_fdata()
-    t2 = nib.load(ref / f"{name}.nii.gz").get_fdata()
+    name = gname("t", "patient-gt-control")
+    t1 = nib.load(combat / name).get_fdata()
+    t2 = nib.load(ref / name).get_fdata()
     np.testing.assert_allclose(t1, t2, atol=1e-5)
-    meta = json.loads((combat / f"{name}.json").read_text())
+    meta = json.loads((combat / gname("t", "patient-gt-control", sidecar=True)).read_text())
     assert meta["Harmonization"]["applied"] is True and meta["Harmonization"]["site_column"] == "site"
     eff = meta["Harmonization"]["mean_additive_effect"]
     assert eff["s2"] - eff["s1"] == pytest.approx(2.0, abs=0.3)
     assert eff["s3"] - eff["s1"] == pytest.approx(-1.0, abs=0.3)
-    assert "Harmonization" not in json.loads((ref / f"{name}.json").read_text())
+    assert "Harmonization" not in json.loads((ref / gname("t", "patient-gt-control", sidecar=True)).read_text())
 
 
 def test_roi_group_applies_combat(tmp_path):

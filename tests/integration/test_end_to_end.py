@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from hfsmri.cli import main
+from tests.naming import gname
 
 pytestmark = pytest.mark.slow
 
-SPACE = "space-MNI152NLin2009cAsym"
+SPACE = "space-MNI152NLin2009aSym"
 CLUSTER_COLUMNS = ["cluster_id", "n_voxels", "volume_mm3", "peak_x", "peak_y", "peak_z", "peak_stat",
                    "p_fwe", "aal_label", "ho_label"]
 ANALYSES = {"vbm": {}, "thickness": {}, "roi_volumes": {}, "dti": {"motion_correction": False}, "tbss": {},
@@ -92,12 +93,12 @@ def test_group_outputs_follow_the_contract(study_run):
             voxelwise = analysis not in ("dwi_rois",)
             if voxelwise:
                 for c in ("patient-gt-control", "patient-lt-control"):
-                    for name in (f"contrast-{c}_stat-t_statmap.nii.gz", f"contrast-{c}_stat-tfce_statmap.nii.gz",
-                                 f"contrast-{c}_desc-fwe_logp.nii.gz"):
+                    for name in (gname("t", c), gname("tfce", c),
+                                 gname("fwe", c)):
                         assert (folder / name).exists(), f"{analysis}/{metric}/{name}"
-                    cl = pd.read_csv(folder / f"contrast-{c}_clusters.tsv", sep="\t")
+                    cl = pd.read_csv(folder / gname("clusters", c), sep="\t")
                     assert set(CLUSTER_COLUMNS) <= set(cl.columns)
-                    logp = np.asarray(nib.load(folder / f"contrast-{c}_desc-fwe_logp.nii.gz").dataobj)
+                    logp = np.asarray(nib.load(folder / gname("fwe", c)).dataobj)
                     # 20 permutations: the smallest attainable FWE p is 1/21
                     assert logp.max() <= -np.log10(1 / 21) + 1e-6
     for roi_folder in (group / "dwi_rois" / "fa", group / "roi_volumes" / "volume"):
@@ -142,5 +143,5 @@ def test_group_level_reused_until_an_output_is_deleted(study_run):
     assert {p: p.stat().st_mtime_ns for p in vbm} == before
     shutil.rmtree(alff_dir)
     assert main([str(bids), str(out), "group", "--study", str(study), "--no-report"]) == 0
-    assert (alff_dir / "alff" / "contrast-patient-gt-control_desc-fwe_logp.nii.gz").is_file()
+    assert (alff_dir / "alff" / gname("fwe", "patient-gt-control")).is_file()
     assert {p: p.stat().st_mtime_ns for p in vbm} == before  # the anat stage was not redone

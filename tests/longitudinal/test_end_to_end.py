@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from ..e2e_helpers import mask_on_grid, run_participant_and_group
+from tests.naming import gname
 
 EFFECTS = {"post_factor": 0.5, "effects": [
     {"id": "wm-cc-body", "metric": "fa", "direction": -1, "cohens_d": 4.0, "tissue": "wm",
@@ -58,18 +59,18 @@ def test_planted_fa_recovery_found(tmp_path):
         d = out / "group" / row["analysis"] / row["metric"]
         # recovery: the effect shrinks after surgery, so post - pre has the sign of -direction
         contrast = "patient-post-gt-pre" if row["direction"] < 0 else "patient-post-lt-pre"
-        logp_img = nib.load(d / f"contrast-{contrast}_desc-fwe_logp.nii.gz")
+        logp_img = nib.load(d / gname("fwe", contrast))
         truth_mask = mask_on_grid(gt_dir / row["mask"], logp_img)
         logp = np.asarray(logp_img.dataobj)
         hit = bool((logp[truth_mask] > -np.log10(0.05)).any())
         outside = (logp > -np.log10(0.05)) & ~truth_mask
         found[(row["modality"], row["analysis"], row["metric"])] = (hit, int(outside.sum()))
-        meta = json.loads((d / f"contrast-{contrast}_desc-fwe_logp.json").read_text())
+        meta = json.loads((d / gname("fwe", contrast, sidecar=True)).read_text())
         assert meta["DesignInfo"]["kind"] == "paired" and meta["Sessions"] == ["pre", "post"]
         assert meta["NSubjects"] == 6
     # the other longitudinal outputs exist: group x time interaction, ROI change table
-    assert (out / "group/dti/fa/contrast-change-patient-gt-control_desc-fwe_logp.nii.gz").exists()
-    rois = pd.read_csv(out / "group/dwi_rois/fa/rois_longitudinal.tsv", sep="\t")
+    assert (out / "group/dti/fa" / gname("fwe", "change-patient-gt-control")).exists()
+    rois = pd.read_csv(out / "group/dwi_rois/fa" / gname("rois_longitudinal"), sep="\t")
     assert {"paired-patient", "interaction"} <= set(rois["design"])
     cc = rois[(rois.design == "paired-patient") & (rois.roi == "ccBody")].iloc[0]
     assert cc["mean_change"] > 0          # FA recovers in the callosal body

@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from ..e2e_helpers import mask_on_grid, run_participant_and_group
+from tests.naming import gname
 
 EFFECTS = {"post_factor": 0.5, "effects": [
     {"id": "alff-precentral", "metric": "alff", "direction": -1, "cohens_d": 6.0,
@@ -59,20 +60,20 @@ def test_planted_alff_recovery_found(tmp_path):
     for metric in ("alff", "falff"):
         d = out / "group" / "alff" / metric
         # recovery: patients' effect shrinks after surgery, so post - pre > 0 (opposite to direction -1)
-        logp_img = nib.load(d / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz")
+        logp_img = nib.load(d / gname("fwe", "patient-post-gt-pre"))
         mask = mask_on_grid(gt_dir / truth["mask"].iloc[0], logp_img)
         logp = np.asarray(logp_img.dataobj)
-        t = np.asarray(nib.load(d / "contrast-patient-post-gt-pre_stat-t_statmap.nii.gz").dataobj)
+        t = np.asarray(nib.load(d / gname("t", "patient-post-gt-pre")).dataobj)
         seen[metric] = {"max_logp_in_mask": round(float(logp[mask].max()), 2), "mean_t": round(float(t[mask].mean()), 2)}
         assert t[mask].mean() > 1.0, (metric, seen)          # the change has the planted sign in the mask
-        opposite = np.asarray(nib.load(d / "contrast-patient-post-lt-pre_desc-fwe_logp.nii.gz").dataobj)
+        opposite = np.asarray(nib.load(d / gname("fwe", "patient-post-lt-pre")).dataobj)
         assert not (opposite[mask] > -np.log10(0.05)).any(), (metric, "significant decrease in the mask")
-        meta = json.loads((d / "contrast-patient-post-gt-pre_desc-fwe_logp.json").read_text())
+        meta = json.loads((d / gname("fwe", "patient-post-gt-pre", sidecar=True)).read_text())
         assert meta["DesignInfo"]["kind"] == "paired" and meta["Sessions"] == ["pre", "post"]
         assert meta["NSubjects"] == 8
         if (logp[mask] > -np.log10(0.05)).any():
             hits.append(f"{metric} voxel-wise")
-        rois = pd.read_csv(d / "rois_longitudinal.tsv", sep="\t")
+        rois = pd.read_csv(d / gname("rois_longitudinal"), sep="\t")
         pre = rois[(rois.design == "paired-patient") & rois.roi.str.startswith("Precentral")
                    & (rois.contrast == "patient-post-gt-pre")]
         assert len(pre), rois.roi.unique()

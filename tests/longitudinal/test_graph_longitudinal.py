@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from tests.naming import gname
 from hfsmri.group import run_stage
 from hfsmri.conn.participant import conn_path
 from hfsmri.graph.metrics import GLOBAL_COLUMNS, NODAL_COLUMNS
@@ -95,7 +96,7 @@ def _exact_signflip_p(x):
 
 
 def _rows(root, folder):
-    return pd.read_csv(root / "group" / "graph" / folder / "rois_longitudinal.tsv", sep="\t")
+    return pd.read_csv(root / "group" / "graph" / folder / gname("rois_longitudinal"), sep="\t")
 
 
 def _row(df, contrast, roi):
@@ -148,7 +149,7 @@ def test_nodal_change_is_side_aligned(graph_run):
     assert other.p_perm > 0.05 and abs(other.mean_change) < 0.5
     # the other nodal folders got their tables too; edges / NBS stay cross-sectional
     for m in NODAL_COLUMNS:
-        assert (root / "group" / "graph" / m / "rois_longitudinal.tsv").exists()
+        assert (root / "group" / "graph" / m / gname("rois_longitudinal")).exists()
     assert not list((root / "group" / "graph" / "edges").glob("*post*"))
     assert (root / "group" / "graph" / "global" / "rois.tsv").exists()
 

@@ -25,6 +25,7 @@ from hfsmri.spatial.atlas import region_mask
 from hfsmri.spatial.templates import load_template
 
 from ._sessions import make_gctx, make_study
+from tests.naming import gname
 
 RES = 6
 T = 60
@@ -69,7 +70,7 @@ def ica_run(tmp_path_factory):
 
 
 def _components(root):
-    comp = nib.load(root / "out" / "group" / "ica" / "components.nii.gz")
+    comp = nib.load(root / "out" / "group" / "ica" / gname("ica_maps"))
     return np.asarray(comp.dataobj, dtype=np.float64)
 
 
@@ -106,7 +107,7 @@ def test_stage2_change_t_matches_independent_dual_regression(ica_run):
     d = root / "out" / "group" / "ica" / f"ic-{k}"
     cm = np.zeros(mask.shape, bool)
     cm[mask] = G[k - 1] > 2.3
-    lmask = nib.load(d / "mask_longitudinal.nii.gz").get_fdata() > 0
+    lmask = nib.load(d / gname("mask_longitudinal")).get_fdata() > 0
     np.testing.assert_array_equal(lmask, cm)  # component mask (every stage-2 value is non-zero)
     sel = cm[mask]
 
@@ -117,13 +118,13 @@ def test_stage2_change_t_matches_independent_dual_regression(ica_run):
     for contrast, t_ref in (("patient-post-gt-pre", sps.ttest_1samp(dp, 0.0).statistic),
                             ("control-post-gt-pre", sps.ttest_1samp(dc, 0.0).statistic),
                             ("change-patient-gt-control", sps.ttest_ind(dp, dc).statistic)):
-        t = nib.load(d / f"contrast-{contrast}_stat-t_statmap.nii.gz").get_fdata()[cm]
+        t = nib.load(d / gname("t", contrast)).get_fdata()[cm]
         np.testing.assert_allclose(t, t_ref, rtol=1e-3, atol=1e-3, err_msg=contrast)
-    meta = json.loads((d / "contrast-patient-post-gt-pre_stat-t_statmap.json").read_text())
+    meta = json.loads((d / gname("t", "patient-post-gt-pre", sidecar=True)).read_text())
     assert meta["Sessions"] == ["pre", "post"] and meta["Component"] == k
     assert sorted(meta["Flipped"]) == sorted(s for s in study.labels if study.flipped(s))
     assert summary["ica"][f"ic-{k}"]["longitudinal"]["n_subjects"] == 12
-    assert (d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()  # cross-sectional kept
+    assert (d / gname("t", "patient-gt-control")).exists()  # cross-sectional kept
 
 
 def test_planted_affected_side_change_found_and_nothing_in_controls(ica_run):
@@ -133,13 +134,13 @@ def test_planted_affected_side_change_found_and_nothing_in_controls(ica_run):
     ic = root / "out" / "group" / "ica"
 
     def logp(kk, contrast):
-        return nib.load(ic / f"ic-{kk}" / f"contrast-{contrast}_desc-fwe_logp.nii.gz").get_fdata()
+        return nib.load(ic / f"ic-{kk}" / gname("fwe", contrast)).get_fdata()
 
-    lmask = nib.load(ic / f"ic-{k}" / "mask_longitudinal.nii.gz").get_fdata() > 0
+    lmask = nib.load(ic / f"ic-{k}" / gname("mask_longitudinal")).get_fdata() > 0
     up = logp(k, "patient-post-gt-pre")
     assert np.mean(up[lmask & pre_r] > SIG) > 0.8        # the affected-side gain
     assert not np.any(up[lmask & pre_l] > SIG)           # not on the other side
-    t = nib.load(ic / f"ic-{k}" / "contrast-patient-post-gt-pre_stat-t_statmap.nii.gz").get_fdata()
+    t = nib.load(ic / f"ic-{k}" / gname("t", "patient-post-gt-pre")).get_fdata()
     assert t[lmask & pre_r].mean() > 5 and abs(t[lmask & pre_l].mean()) < 2
     assert np.mean(logp(k, "change-patient-gt-control")[lmask & pre_r] > SIG) > 0.5
     # no change: FWE control lets a null contrast reach p < 0.05 somewhere 5 % of the time, so the
@@ -149,7 +150,7 @@ def test_planted_affected_side_change_found_and_nothing_in_controls(ica_run):
                                            for c in ("control-post-gt-pre", "control-post-lt-pre")]
     null += [(kk, "patient-post-gt-pre") for kk, _ in null if kk != k]
     for kk, c in null:
-        lm = nib.load(ic / f"ic-{kk}" / "mask_longitudinal.nii.gz").get_fdata() > 0
+        lm = nib.load(ic / f"ic-{kk}" / gname("mask_longitudinal")).get_fdata() > 0
         assert np.mean(logp(kk, c)[lm] > SIG) < 0.02, (kk, c)
 
 

@@ -10,6 +10,7 @@ from scipy import stats as sps
 from hfsmri.stats.design import designs_for
 from hfsmri.stats.roi import longitudinal_roi_tests
 from hfsmri.study import Study
+from tests.naming import gname
 
 
 @pytest.fixture
@@ -91,8 +92,8 @@ def test_voxelwise_finds_planted_change(study, tmp_path):
     summary = run_longitudinal(gctx, SimpleNamespace(name="a"), data, st, {})
     assert summary["n_subjects"] == 12
     tmp_path = tmp_path / "group" / "a" / "m"
-    logp = nib.load(tmp_path / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz").get_fdata()
+    logp = nib.load(tmp_path / gname("fwe", "patient-post-gt-pre")).get_fdata()
     assert logp[4:6, 4:6, 4:6].max() > -np.log10(0.05)
-    assert (tmp_path / "contrast-change-patient-gt-control_stat-t_statmap.nii.gz").exists()
-    t = nib.load(tmp_path / "contrast-change-patient-gt-control_stat-t_statmap.nii.gz").get_fdata()
+    assert (tmp_path / gname("t", "change-patient-gt-control")).exists()
+    t = nib.load(tmp_path / gname("t", "change-patient-gt-control")).get_fdata()
     assert t[4:6, 4:6, 4:6].mean() > 2

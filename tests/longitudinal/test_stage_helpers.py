@@ -18,6 +18,7 @@ from hfsmri.group.inputs import load_map
 from hfsmri.group.runner import MetricData, aligned_map, run_longitudinal
 from hfsmri.spatial.flip import flip_lr
 from hfsmri.study import Study
+from tests.naming import gname
 
 SHAPE = (10, 8, 8)
 AFF = np.array([[2.0, 0, 0, -9], [0, 2, 0, -7], [0, 0, 2, -7], [0, 0, 0, 1]])   # x symmetric about 0
@@ -90,7 +91,7 @@ def test_run_longitudinal_maps_flips_and_matches_scipy(tmp_path):
     d = tmp_path / "out" / "group" / "reho" / "reho"
     assert summary["n_subjects"] == 10 and set(summary["designs"]) == {"paired-patient", "paired-control",
                                                                        "interaction"}
-    mask = nib.load(d / "mask_longitudinal.nii.gz").get_fdata() > 0
+    mask = nib.load(d / gname("mask_longitudinal")).get_fdata() > 0
     # the uncovered voxel, and its mirror image in the flipped patients' maps, are left out
     assert not mask[0, 0, 0] and not mask[9, 0, 0] and mask.sum() == np.prod(SHAPE) - 2
     # reference: scipy one-sample t of post - pre over patients, images mirrored for L patients
@@ -102,19 +103,19 @@ def test_run_longitudinal_maps_flips_and_matches_scipy(tmp_path):
 
     delta = np.stack([arr(s, "post") - arr(s, "pre") for s in pats])
     t_ref = sps.ttest_1samp(delta, 0.0, axis=0).statistic
-    t = nib.load(d / "contrast-patient-post-gt-pre_stat-t_statmap.nii.gz").get_fdata()
+    t = nib.load(d / gname("t", "patient-post-gt-pre")).get_fdata()
     np.testing.assert_allclose(t[mask], t_ref[mask], rtol=1e-4, atol=1e-4)
     # every patient's gain lands on the affected (R) side after flipping
     assert t[6:9, 3:6, 3:6].mean() > 5 and abs(t[1:4, 3:6, 3:6].mean()) < 2
-    meta = json.loads((d / "contrast-patient-post-gt-pre_stat-t_statmap.json").read_text())
+    meta = json.loads((d / gname("t", "patient-post-gt-pre", sidecar=True)).read_text())
     assert meta["Sessions"] == ["pre", "post"] and sorted(meta["Flipped"]) == sorted(
         s for s in pats if study.flipped(s))
-    assert (d / "contrast-change-patient-gt-control_desc-fwe_logp.nii.gz").exists()
-    rois = pd.read_csv(d / "rois_longitudinal.tsv", sep="\t")
+    assert (d / gname("fwe", "change-patient-gt-control")).exists()
+    rois = pd.read_csv(d / gname("rois_longitudinal"), sep="\t")
     row = rois[(rois.contrast == "patient-post-gt-pre") & (rois.roi == "block")].iloc[0]
     ref = sps.ttest_1samp(delta[:, 6:9, 3:6, 3:6].mean(axis=(1, 2, 3)), 0.0).statistic
     assert row.t == pytest.approx(ref, rel=1e-6)
-    assert json.loads((d / "summary_longitudinal.json").read_text())["n_subjects"] == 10
+    assert json.loads((d / gname("summary_longitudinal")).read_text())["n_subjects"] == 10
 
 
 def test_cross_sectional_and_errors_do_not_raise(tmp_path):
@@ -145,7 +146,7 @@ def test_run_longitudinal_roi_matches_scipy(tmp_path):
                       session_row=lambda s, ses: None if (s, ses) == ("09", "post") else values[(s, ses)])
     res = run_longitudinal(gctx, SimpleNamespace(name="dwi_rois"), data, STATS, {})["rois"]
     assert res["n_rois"] == 3
-    df = pd.read_csv(tmp_path / "out" / "group" / "dwi_rois" / "fa" / "rois_longitudinal.tsv", sep="\t")
+    df = pd.read_csv(tmp_path / "out" / "group" / "dwi_rois" / "fa" / gname("rois_longitudinal"), sep="\t")
     row = df[(df.contrast == "control-post-gt-pre") & (df.roi == "b")].iloc[0]
     ctrl = [s for s in study.subjects_in("control") if s != "09"]
     delta = np.array([values[(s, "post")]["b"] - values[(s, "pre")]["b"] for s in ctrl])

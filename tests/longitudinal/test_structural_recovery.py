@@ -22,6 +22,7 @@ import pytest
 from scipy import ndimage
 
 from ..e2e_helpers import mask_on_grid, run_participant_and_group
+from tests.naming import gname
 
 EFFECTS = {"post_factor": 0.5, "effects": [
     {"id": "gm-thalamus", "metric": "gm", "direction": -1, "cohens_d": 4.0,
@@ -48,7 +49,7 @@ def test_planted_gm_recovery_found(tmp_path):
     gt = bids / "derivatives" / "ground_truth"
     row = pd.read_csv(gt / "effects.tsv", sep="\t").query("analysis == 'vbm'").iloc[0]
     d = out / "group" / "vbm" / "gm"
-    logp_img = nib.load(d / "contrast-patient-post-gt-pre_desc-fwe_logp.nii.gz")
+    logp_img = nib.load(d / gname("fwe", "patient-post-gt-pre"))
     mask = mask_on_grid(gt / row["mask"], logp_img)
     sig = np.asarray(logp_img.dataobj) > -np.log10(0.05)
     assert (sig & mask).sum() >= 0.1 * mask.sum(), "planted GM recovery not found in the thalamus"
@@ -56,10 +57,10 @@ def test_planted_gm_recovery_found(tmp_path):
     dist_mm = ndimage.distance_transform_edt(~mask) * vox
     assert not (sig & (dist_mm > 8.0)).any(), "significant voxels farther than the 8 mm smoothing from the effect"
     # the opposite direction (GM loss after surgery) finds nothing in the thalamus
-    lt = np.asarray(nib.load(d / "contrast-patient-post-lt-pre_desc-fwe_logp.nii.gz").dataobj)
+    lt = np.asarray(nib.load(d / gname("fwe", "patient-post-lt-pre")).dataobj)
     assert not (lt[mask] > -np.log10(0.05)).any()
     # ROI volumes in native space: both thalami grow back in every way the paired table reports
-    rois = pd.read_csv(out / "group" / "roi_volumes" / "volume" / "rois_longitudinal.tsv", sep="\t")
+    rois = pd.read_csv(out / "group" / "roi_volumes" / "volume" / gname("rois_longitudinal"), sep="\t")
     paired = rois[(rois.design == "paired-patient")].set_index("roi")
     for side in ("L", "R"):
         r = paired.loc[f"thalamus_{side}"]

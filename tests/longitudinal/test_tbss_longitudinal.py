@@ -24,6 +24,7 @@ from hfsmri.dwi.tbss import apply_indices, project, project_metrics, tbss
 from hfsmri.spatial.templates import template_grid
 
 from ._sessions import make_study, make_gctx
+from tests.naming import gname
 
 RES = 6
 SIDES = ["R", "L", "R", "R", "L", "R"]  # DWI maps are side-aligned at the participant level: unused here
@@ -100,17 +101,17 @@ def _tract_a(sk):
 
 
 def _t_on_skeleton(d, contrast, sk):
-    return nib.load(d / f"contrast-{contrast}_stat-t_statmap.nii.gz").get_fdata().ravel()[sk.indices]
+    return nib.load(d / gname("t", contrast)).get_fdata().ravel()[sk.indices]
 
 
 def _logp_on_skeleton(d, contrast, sk):
-    return nib.load(d / f"contrast-{contrast}_desc-fwe_logp.nii.gz").get_fdata().ravel()[sk.indices]
+    return nib.load(d / gname("fwe", contrast)).get_fdata().ravel()[sk.indices]
 
 
 def test_session_projections_equal_direct_tbss_projection(tbss_run):
     root, gctx, study, maps, sk, _ = tbss_run
     g = root / "out" / "group" / "tbss"
-    stage_skel = nib.load(g / "mean_FA_skeleton_mask.nii.gz").get_fdata() > 0
+    stage_skel = nib.load(g / gname("skeleton")).get_fdata() > 0
     np.testing.assert_array_equal(stage_skel, sk.skeleton)  # cross-sectional skeleton unchanged
     assert sk.n_voxels > 50
     vals = group.tbss_session_values(gctx, sk, study.labels, ("pre", "post"), RES, ANALYSES["tbss"])
@@ -144,7 +145,7 @@ def test_paired_and_interaction_t_match_scipy_on_the_skeletonised_change(tbss_ru
         # skeleton = mask, less the voxels a (shifted) follow-up scan does not cover (projected value 0)
         covered = np.all([ref[k][metric] != 0 for k in ref], axis=0)
         assert covered.mean() > 0.95
-        mask = nib.load(d / "mask_longitudinal.nii.gz").get_fdata() > 0
+        mask = nib.load(d / gname("mask_longitudinal")).get_fdata() > 0
         np.testing.assert_array_equal(mask.ravel()[sk.indices], covered)
         assert not np.any(mask & ~sk.skeleton)
         dp = np.stack([ref[(s, "post")][metric] - ref[(s, "pre")][metric] for s in pats])[:, covered]
@@ -155,12 +156,12 @@ def test_paired_and_interaction_t_match_scipy_on_the_skeletonised_change(tbss_ru
                                    sps.ttest_1samp(dc, 0.0).statistic, rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(_t_on_skeleton(d, "change-patient-gt-control", sk)[covered],
                                    sps.ttest_ind(dp, dc).statistic, rtol=1e-3, atol=1e-3)
-        meta = json.loads((d / "contrast-patient-post-gt-pre_stat-t_statmap.json").read_text())
+        meta = json.loads((d / gname("t", "patient-post-gt-pre", sidecar=True)).read_text())
         assert meta["Sessions"] == ["pre", "post"] and meta["DesignInfo"]["kind"] == "paired"
         assert meta["SkeletonSession"] == "pre" and meta["TFCE"]["setting"] == "skeleton"
-        assert (d / "summary_longitudinal.json").exists()
+        assert (d / gname("summary_longitudinal")).exists()
         # the cross-sectional (baseline) contrasts are still there
-        assert (d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()
+        assert (d / gname("t", "patient-gt-control")).exists()
 
 
 def test_planted_changes_found_with_their_sign_and_none_in_controls(tbss_run):
@@ -208,5 +209,5 @@ def test_followup_map_on_another_grid_is_named_and_baseline_kept(tmp_path):
     err = summary["tbss"]["md"]["longitudinal"]["error"]
     assert bad.name in err and "grid" in err
     d = tmp_path / "out" / "group" / "tbss" / "fa"
-    assert (d / "contrast-patient-gt-control_stat-t_statmap.nii.gz").exists()
-    assert not (d / "mask_longitudinal.nii.gz").exists()
+    assert (d / gname("t", "patient-gt-control")).exists()
+    assert not (d / gname("mask_longitudinal")).exists()

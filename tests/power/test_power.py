@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.naming import gname
 from hfsmri.errors import HfsmriError
 from hfsmri.power import (correlation_power, power_tests, roi_power, run_power, score_group_outputs,
                           ttest_power)
@@ -150,7 +151,7 @@ def test_score_group_outputs_against_ground_truth(tmp_path):
             a = np.zeros(shape, np.float32)
             for sl in bl:
                 a[sl] = 3.0                         # -log10 p = 3 -> p = 0.001
-            nib.save(nib.Nifti1Image(a, aff), folder / f"contrast-{contrast}_desc-{desc}_logp.nii.gz")
+            nib.save(nib.Nifti1Image(a, aff), folder / gname(desc, contrast))
 
     inside = (slice(5, 6), slice(5, 6), slice(5, 6))
     far = (slice(15, 17), slice(15, 17), slice(15, 17))
@@ -182,4 +183,5 @@ def test_cli_power(tmp_path, capsys):
     p = pd.read_csv(tmp_path / "o" / "power.tsv", sep="\t")
     assert list(p["n_per_group"]) == [6, 9]
     assert np.all(np.diff(p["analytic_uncorrected"]) > 0)
-    assert main(["power", "--effects", str(spec), "--n", "1", "--output", str(tmp_path / "o")]) == 1
+    # a bad group size is a usage error (exit 2), as every other bad option value
+    assert main(["power", "--effects", str(spec), "--n", "1", "--output", str(tmp_path / "o")]) == 2

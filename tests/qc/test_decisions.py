@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.naming import gname
 from hfsmri.derivatives import Derivatives
 from hfsmri.errors import HfsmriError
 from hfsmri.pipeline import RunOptions, run_group_level
@@ -63,7 +64,7 @@ def test_changing_the_qc_rule_changes_the_group_set_without_the_participant_leve
                                    "exclude": [{"subject": "sub-02", "reason": "artefact on review"}]}]):
         study = Study.from_bids(bids, _study_yaml(tmp_path, qc))
         run_group_level(study, out, RunOptions(nprocs=1))
-        dec = pd.read_csv(out.root / "group" / "qc_decisions.tsv", sep="\t", keep_default_na=False)
+        dec = pd.read_csv(out.root / "group" / gname("qc_decisions"), sep="\t", keep_default_na=False)
         assert len(dec) == N * 3 and set(dec["modality"]) == {"T1w", "bold", "dwi"}
         summary = pd.read_json(out.root / "group" / "roi_volumes" / "volume" / "summary.json", typ="series")
         roi_n[run] = int(summary["n_subjects"])

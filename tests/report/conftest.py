@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hfsmri.spatial.templates import template_grid
+from tests.naming import gname
 
 EVIL = "<script>alert('x')</script>"
 
@@ -104,9 +105,9 @@ def write_fake_output(root: Path, with_vbm=True, with_rois=True, with_gt=True, e
             if blob is not None:
                 t[blob] = 6.0
                 logp[blob] = 2.5
-            nib.save(nib.Nifti1Image(t, aff), g / f"contrast-{c}_stat-t_statmap.nii.gz")
-            nib.save(nib.Nifti1Image(t, aff), g / f"contrast-{c}_stat-tfce_statmap.nii.gz")
-            nib.save(nib.Nifti1Image(logp, aff), g / f"contrast-{c}_desc-fwe_logp.nii.gz")
+            nib.save(nib.Nifti1Image(t, aff), g / gname("t", c))
+            nib.save(nib.Nifti1Image(t, aff), g / gname("tfce", c))
+            nib.save(nib.Nifti1Image(logp, aff), g / gname("fwe", c))
             rows = []
             if blob is not None:
                 ctr = HIT_CENTER if blob is hit else FALSE_CENTER
@@ -115,7 +116,7 @@ def write_fake_output(root: Path, with_vbm=True, with_rois=True, with_gt=True, e
                              "p_fwe": 10 ** -2.5, "aal_label": EVIL, "ho_label": "Left_Thalamus"})
             pd.DataFrame(rows, columns=["cluster_id", "n_voxels", "volume_mm3", "peak_x", "peak_y", "peak_z",
                                         "peak_stat", "p_fwe", "aal_label", "ho_label"]).to_csv(
-                g / f"contrast-{c}_clusters.tsv", sep="\t", index=False)
+                g / gname("clusters", c), sep="\t", index=False)
         info["hit_mask"], info["false_mask"] = hit, false
     if with_rois:
         g = out / "group" / "roi_volumes" / "volume"
@@ -127,7 +128,7 @@ def write_fake_output(root: Path, with_vbm=True, with_rois=True, with_gt=True, e
         sev = parts["severity"].to_numpy(float)
         values = pd.DataFrame({"participant_id": parts["participant_id"], "Amygdala_L": amy, "Putamen_L": put})
         values.loc[~np.isnan(sev), "Putamen_L"] = 3 + 0.2 * sev[~np.isnan(sev)] + 0.01 * rng.standard_normal(6)
-        values.to_csv(g / "values.tsv", sep="\t", index=False)
+        values.to_csv(g / gname("values"), sep="\t", index=False)
         # column layout of hfsmri.stats.group_analysis.roi_group (t: patient-gt-control, two-sided p)
         pd.DataFrame({"roi": ["Amygdala_L", "Putamen_L"], "n_patient": 6, "n_control": 6, "t": [-8.0, 0.3],
                       "p_param": [1e-5, 0.7], "p_perm": [1e-3, 0.7], "p_perm_fwe": [2e-3, 0.9],
@@ -146,7 +147,7 @@ def write_fake_output(root: Path, with_vbm=True, with_rois=True, with_gt=True, e
         pd.DataFrame(np.eye(3), columns=lab3).assign(node=lab3)[["node"] + lab3].to_csv(
             gr / "mean_connectome.tsv", sep="\t", index=False)
     (out / "group").mkdir(exist_ok=True)
-    (out / "group" / "group_summary.json").write_text(json.dumps({"func": {"error": "reho crashed " + EVIL}}))
+    (out / "group" / gname("group_summary")).write_text(json.dumps({"func": {"error": "reho crashed " + EVIL}}))
     if with_gt:
         gt = bids / "derivatives" / "ground_truth"
         (gt / "masks").mkdir(parents=True)

@@ -8,6 +8,7 @@ import pandas as pd
 
 from hfsmri.report.collect import ContrastResult, MetricResult
 from hfsmri.report.ground_truth import opposite_contrast, recovery_contrast, score_effects
+from tests.naming import gname
 
 AFF = np.diag([4.0, 4.0, 4.0, 1.0])
 AFF[:3, 3] = -20.0
@@ -51,7 +52,7 @@ def test_recovery_scored_voxelwise_and_not_for_roi_tables(tmp_path):
     up[3, 3, 3] = 2.0                                           # FWE p 0.01 inside the planted mask
     down = np.zeros(SHAPE)
     down[3, 3, 4] = 1.5                                          # and a wrong-direction voxel
-    contrasts = {c: ContrastResult(c, logp=_img(d / f"contrast-{c}_desc-fwe_logp.nii.gz", v))
+    contrasts = {c: ContrastResult(c, logp=_img(d / gname("fwe", c), v))
                  for c, v in (("patient-post-gt-pre", up), ("patient-post-lt-pre", down),
                               ("patient-lt-control", np.zeros(SHAPE)))}
     res = [MetricResult("dti", "fa", d, contrasts=contrasts),

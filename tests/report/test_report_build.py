@@ -11,6 +11,7 @@ import yaml
 from hfsmri.report import build_report
 
 from .conftest import EVIL, FALSE_CENTER, HIT_CENTER, participants_df, write_fake_output
+from tests.naming import gname
 
 SECTIONS = ("summary", "methods", "participants", "qc", "results", "files")
 
@@ -68,7 +69,7 @@ def test_fake_vbm_report(fake_output):
     # numbers shown are in TSVs and equal an independent count on the maps
     summ = pd.read_csv(out / "report" / "results_summary.tsv", sep="\t")
     for c in ("patient-lt-control", "patient-gt-control", "corr-severity-pos"):
-        logp = nib.load(out / "group" / "vbm" / "gm" / f"contrast-{c}_desc-fwe_logp.nii.gz").get_fdata()
+        logp = nib.load(out / "group" / "vbm" / "gm" / gname("fwe", c)).get_fdata()
         row = summ[(summ.analysis == "vbm") & (summ.contrast == c)].iloc[0]
         assert row["n_sig_voxels"] == int((logp > -np.log10(0.05)).sum())
         assert np.isclose(row["max_logp"], logp.max(), atol=1e-5)

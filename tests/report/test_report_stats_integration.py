@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from hfsmri.spatial.templates import template_grid
+from tests.naming import gname
 
 
 @pytest.mark.slow
@@ -71,7 +72,7 @@ def test_report_on_stats_engine_output(tmp_path):
     assert scores.loc["vbm", "status"] == "hit" and scores.loc["vbm", "method"] == "voxelwise"
     assert scores.loc["roi_volumes", "status"] == "hit" and scores.loc["roi_volumes", "method"] == "roi"
     # the numbers agree with the engine's own files
-    logp = nib.load(g / "contrast-patient-lt-control_desc-fwe_logp.nii.gz").get_fdata()
+    logp = nib.load(g / gname("fwe", "patient-lt-control")).get_fdata()
     summ = pd.read_csv(out / "report" / "results_summary.tsv", sep="\t")
     row = summ[(summ.analysis == "vbm") & (summ.contrast == "patient-lt-control")].iloc[0]
     assert row.n_sig_voxels == int((logp > -np.log10(0.05)).sum()) > 0

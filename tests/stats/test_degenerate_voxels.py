@@ -47,5 +47,9 @@ def test_voxelwise_clinical_selects_correlation_maps(tmp_path):
     run = dict(Y=Y, subjects=subs, mask=mask, affine=np.eye(4), tfce_setting="3d", eng={})
     st = {"n_perm": 10, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
     assert voxelwise_designs(gctx, {"hama": d}, st={**st, "voxelwise_clinical": ["severity"]}, **run) == []
+    notes = []    # df = 6 < stats.min_df_correlation (10): ROI only, with a note
+    assert voxelwise_designs(gctx, {"hama": d}, st={**st, "voxelwise_clinical": True}, notes=notes, **run) == []
+    assert "residual df = 6 < 10" in notes[0]
+    st["min_df_correlation"] = 6
     res = voxelwise_designs(gctx, {"hama": d}, st={**st, "voxelwise_clinical": True}, **run)
     assert [r.contrast for r in res] == ["corr-hama-pos", "corr-hama-neg"]

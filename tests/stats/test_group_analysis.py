@@ -16,6 +16,7 @@ from hfsmri.stats.voxelwise import voxelwise
 
 from .conftest import smooth_maps
 from .test_clusters import mni_box, world_grid
+from tests.naming import gname
 
 
 def voxelwise_files(root, Y, mask, design, affine, stats, contrasts=None):
@@ -47,28 +48,28 @@ def test_voxelwise_outputs(tmp_path, fake_study, participants, box):
     stats = {"n_perm": 99, "tfce": True, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 3}
     tmp_path, table = voxelwise_files(tmp_path, Y, mask, d, aff, stats)
     for c in ("patient-gt-control", "patient-lt-control"):
-        for suffix in ("stat-t_statmap.nii.gz", "stat-tfce_statmap.nii.gz", "desc-fwe_logp.nii.gz", "clusters.tsv",
-                       "stat-t_statmap.json", "desc-voxelfwe_logp.nii.gz", "desc-clusterfwe_logp.nii.gz"):
-            assert (tmp_path / f"contrast-{c}_{suffix}").exists(), suffix
+        for name in (gname("t", c), gname("tfce", c), gname("fwe", c), gname("clusters", c),
+                     gname("t", c, sidecar=True), gname("voxelfwe", c), gname("clusterfwe", c)):
+            assert (tmp_path / name).exists(), name
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
-    t_img = nib.load(tmp_path / "contrast-patient-gt-control_stat-t_statmap.nii.gz")
+    t_img = nib.load(tmp_path / gname("t", "patient-gt-control"))
     np.testing.assert_allclose(t_img.affine, aff)
     t = t_img.get_fdata()
     ref = ols(Y, d.X, d.contrasts["patient-gt-control"]).t
     np.testing.assert_allclose(t[mask], ref, rtol=1e-5, atol=1e-5)  # float32 on disk
     assert np.all(t[~mask] == 0)
-    t_lt = nib.load(tmp_path / "contrast-patient-lt-control_stat-t_statmap.nii.gz").get_fdata()
+    t_lt = nib.load(tmp_path / gname("t", "patient-lt-control")).get_fdata()
     np.testing.assert_allclose(t_lt, -t, atol=1e-6)
-    tf_lt = nib.load(tmp_path / "contrast-patient-lt-control_stat-tfce_statmap.nii.gz").get_fdata()
+    tf_lt = nib.load(tmp_path / gname("tfce", "patient-lt-control")).get_fdata()
     ref_tf = tfce(-t, mask)
     np.testing.assert_allclose(tf_lt, ref_tf, rtol=1e-4, atol=1e-3 * ref_tf.max())
-    logp = nib.load(tmp_path / "contrast-patient-gt-control_desc-fwe_logp.nii.gz").get_fdata()
+    logp = nib.load(tmp_path / gname("fwe", "patient-gt-control")).get_fdata()
     assert logp.max() == pytest.approx(np.log10(100), rel=1e-5)  # smallest p = 1/(n_perm+1)
-    side = json.loads((tmp_path / "contrast-patient-gt-control_desc-fwe_logp.json").read_text())
+    side = json.loads((tmp_path / gname("fwe", "patient-gt-control", sidecar=True)).read_text())
     assert side["NNull"] == 100 and side["Contrast"] == "patient-gt-control"
     assert side["FlippedSubjects"] == [] and side["TFCE"]["E"] == 0.5
     # the planted blob is found, labelled, in the table and on disk
-    gt = pd.read_csv(tmp_path / "contrast-patient-gt-control_clusters.tsv", sep="\t")
+    gt = pd.read_csv(tmp_path / gname("clusters", "patient-gt-control"), sep="\t")
     assert len(gt) >= 1
     top = gt[~gt.is_subpeak].iloc[0]
     assert np.linalg.norm([top.peak_x + 10, top.peak_y + 18, top.peak_z - 8]) <= 9
@@ -86,9 +87,9 @@ def test_voxelwise_one_contrast_and_voxel_inference(tmp_path, fake_study, partic
     stats = {"n_perm": 19, "tfce": False, "alpha": 0.05, "cluster_forming_p": 0.01, "random_seed": 0}
     tmp_path, _ = voxelwise_files(tmp_path, maps.reshape(20, -1), mask, d, aff, stats,
                                   contrasts=["patient-gt-control"])
-    assert (tmp_path / "contrast-patient-gt-control_stat-tfce_statmap.nii.gz").exists()
-    assert not (tmp_path / "contrast-patient-lt-control_stat-t_statmap.nii.gz").exists()
-    side = json.loads((tmp_path / "contrast-patient-gt-control_desc-fwe_logp.json").read_text())
+    assert (tmp_path / gname("tfce", "patient-gt-control")).exists()
+    assert not (tmp_path / gname("t", "patient-lt-control")).exists()
+    side = json.loads((tmp_path / gname("fwe", "patient-gt-control", sidecar=True)).read_text())
     assert side["Inference"] == "voxel max-t FWE"
 
 

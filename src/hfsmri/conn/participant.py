@@ -1,7 +1,7 @@
 """Participant stage of functional connectivity: seed FC maps, ROI connectome, graph metrics.
 
 Input (written by the func stage, :mod:`hfsmri.func.participant`):
-``sub-X[_ses-Y]_task-rest_space-MNI152NLin2009cAsym_res-<r>_desc-clean_bold.nii.gz`` and
+``sub-X[_ses-Y]_task-rest_space-MNI152NLin2009aSym_res-<r>_desc-clean_bold.nii.gz`` and
 ``..._desc-brain_mask.nii.gz`` in ``func/`` (``r`` = ``preprocessing.func.resolution``).
 
 Outputs in ``sub-X/[ses-Y/]func/`` (all with ``task-rest``):

@@ -2,7 +2,7 @@
 
 Mean FA over the voxels every participant covers, skeleton at ``fa_threshold``, every
 participant's FA projected onto it and MD/AD/RD at the FA indices (:mod:`hfsmri.dwi.tbss`) →
-``group/tbss/mean_FA``, ``mean_FA_skeleton_mask``, ``<metric>/all_<METRIC>_skeletonised`` and the
+``group/tbss/`` mean FA, skeleton mask and ``<metric>/`` skeletonised maps (names: ``group_path`` kinds ``mean_fa``, ``skeleton``, ``skeletonised``) and the
 skeleton statistics (``tfce_setting``). Longitudinal: the baseline skeleton is kept and each session
 is projected by its own search (FSL ``tbss_non_FA``; :func:`tbss_session_values`).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hfsmri.analyses import DWI_MASK
+from hfsmri.analyses import DWI_MASK, TEMPLATE_SPACE
 from hfsmri.errors import HfsmriError, InputDataError
 
 METRICS = ("fa", "md", "ad", "rd")
@@ -78,7 +78,7 @@ def tbss_metrics(gctx, spec, params) -> list:
     thr = float(params["fa_threshold"])
     result = tbss(np.where(common[None], fa, 0.0), others, threshold=thr, voxel_size=(float(res),) * 3)
     sk = result.skeleton
-    meta = {"Session": ses, "Space": "MNI152NLin2009cAsym", "Resolution": res, "Subjects": subjects,
+    meta = {"Session": ses, "Space": TEMPLATE_SPACE, "Resolution": res, "Subjects": subjects,
             "Method": "TBSS (clean-room, Smith et al. 2006)", "Threshold": thr, "NSkeletonVoxels": sk.n_voxels}
     write.save(out.group_path(spec.name, kind="mean_fa"),
                      nib.Nifti1Image(sk.mean_fa.astype(np.float32), grid[1]), meta)

@@ -12,16 +12,16 @@ Per subject (and session):
    b ≤ ``dti.bmax``, b0 volumes written with b > 0 and a direction entering with both; the lowest
    shell when no shell is that low). Which volumes entered is logged and written to every map's
    sidecar (``TensorFitVolumes``: rule, count, b-values, indices, excluded indices).
-4. FA/MD/AD/RD → MNI152NLin2009cAsym at ``dti.resolution`` mm (b0 → T1w rigid + the anat stage's
+4. FA/MD/AD/RD → MNI152NLin2009aSym at ``dti.resolution`` mm (b0 → T1w rigid + the anat stage's
    T1w → MNI transforms when available, else b0 → MNI affine); mirrored (x → −x) when the subject
    is flipped to the study's affected side.
 5. ROI table: mean FA/MD/AD/RD in the tracts and callosal parts of :mod:`hfsmri.dwi.tracts`.
 
 Outputs (datatype ``dwi``)::
 
-    sub-X[_ses-Y]_space-MNI152NLin2009cAsym_res-2_model-tensor_param-{fa,md,ad,rd}_dwimap.nii.gz
-    sub-X[_ses-Y]_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz
-    sub-X[_ses-Y]_space-MNI152NLin2009cAsym_res-2_desc-tracts_stats.tsv
+    sub-X[_ses-Y]_space-MNI152NLin2009aSym_res-2_model-tensor_param-{fa,md,ad,rd}_dwimap.nii.gz
+    sub-X[_ses-Y]_space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz
+    sub-X[_ses-Y]_space-MNI152NLin2009aSym_res-2_desc-tracts_stats.tsv
 
 MD/AD/RD are in mm²/s (b in s/mm²).
 """
@@ -35,6 +35,7 @@ import numpy as np
 
 from hfsmri.analyses import DEFAULTS
 from hfsmri.errors import InputDataError
+from hfsmri.spatial.templates import TEMPLATE_SPACE
 
 METRICS = ("fa", "md", "ad", "rd")
 DATATYPE = "dwi"
@@ -171,7 +172,7 @@ def run(ctx) -> dict:
             mni = {m: flip_array_x(v, template_grid(res)[1]) for m, v in mni.items()}
             mni_mask = flip_array_x(mni_mask, template_grid(res)[1])
         _, aff = template_grid(res)
-        side = {"SkullStripped": True, "Space": "MNI152NLin2009cAsym", "Flipped": bool(ctx.flip),
+        side = {"SkullStripped": True, "Space": TEMPLATE_SPACE, "Flipped": bool(ctx.flip),
                 "Registration": reg["how"], "TensorFit": p["fit"], "FitVolumes": model.volumes.tolist(),
                 "TensorFitVolumes": fit_vols, "Gradients": summary["gradients"]}
         for m in METRICS:

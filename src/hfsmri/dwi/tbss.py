@@ -2,7 +2,7 @@
 *NeuroImage* 31:1487 ("Tract-based spatial statistics: voxelwise analysis of multi-subject
 diffusion data"). No FSL code was read or copied.
 
-Steps (all on FA maps already in a common space, here MNI152NLin2009cAsym):
+Steps (all on FA maps already in a common space, here MNI152NLin2009aSym):
 
 1. **Mean FA and mask** — voxel-wise mean over subjects; the analysis mask is where every subject
    has FA > 0 (as the paper: voxels inside all subjects' brains).

@@ -1,6 +1,6 @@
 """Participant stage of resting-state fMRI: preprocessing, nuisance cleaning and local metrics.
 
-Input: fMRIPrep outputs when present (used as they are: MNI152NLin2009cAsym preproc BOLD,
+Input: fMRIPrep outputs when present (used as they are: MNI152NLin2009cAsym preproc BOLD, accepted as the MNI152NLin2009aSym template space,
 confounds TSV, mask), else raw BOLD preprocessed by :mod:`hfsmri.func.preprocess`, with
 slice-timing correction first when ``preprocessing.func.slice_timing`` asks for it
 (:func:`slice_timing_plan`; recorded as ``SliceTimingCorrected``/``StartTime`` in the sidecars and
@@ -17,7 +17,7 @@ mean + linear trend (``detrend``). Cleaning is :func:`hfsmri.func.clean.clean` (
 * ALFF/fALFF use the same regression without band-pass and without scrubbing (their FFT needs an
   evenly sampled series), as DPABI.
 
-Outputs in ``sub-X/[ses-Y/]func/`` (space MNI152NLin2009cAsym, ``res-<resolution>``, ``task-rest``):
+Outputs in ``sub-X/[ses-Y/]func/`` (space MNI152NLin2009aSym, ``res-<resolution>``, ``task-rest``):
 ``desc-clean_bold``, ``desc-brain_mask``, ``desc-confounds_timeseries.tsv``, ``desc-qc_stats.tsv``
 and per requested analysis the metric maps ``_reho``, ``_alff``/``_falff``, ``_dcb``/``_dcw``,
 ``_vmhc`` (BEP012 suffixes), each as raw map (no desc), ``desc-z`` (z within the mask),

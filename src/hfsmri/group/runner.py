@@ -108,16 +108,48 @@ def run_analysis(gctx, spec) -> dict:
     if spec.derive:
         module, fn = spec.derive.split(":")
         metrics = getattr(importlib.import_module(module), fn)(gctx, spec, params)
-    out = {}
+    out, kept = {}, []
     for m in metrics:
         name = m.name
         try:
             data = m if isinstance(m, MetricData) else collect(gctx, spec, params, m)
-            out[name] = run_metric(gctx, spec, data)
+            out[name] = run_metric(gctx, spec, data, kept)
         except HfsmriError as exc:
             gctx.log.error("%s/%s: %s", spec.name, name, exc)
             out[name] = {"error": str(exc)}
+    if stats_of(gctx)["familywise"] == "metrics" and len(kept) > 1:
+        metrics_family(gctx, spec, kept, out)
     return out
+
+
+def apply_family(res: list, kind: str, mask, affine, alpha: float) -> None:
+    """Family-wise p of ``res`` (:func:`hfsmri.stats.family.family_p`) into each result's ``logp[kind]``
+    and its cluster table (``p_fwe_family``: smallest family p in the cluster)."""
+    from ..stats.family import cluster_family_p, family_p
+
+    for r, p in zip(res, family_p(res)):
+        r.logp[kind] = -np.log10(np.clip(p, 1e-300, 1.0))
+        r.meta["FamilywiseFWE"] = {"scope": kind.removeprefix("fwe"), "n_tests": len(res)}
+        r.clusters = cluster_family_p(r.clusters, p, r.sig, mask, affine, r.meta["ClusterConnectivity"])
+
+
+def metrics_family(gctx, spec, kept: list, summary: dict) -> None:
+    """``stats.familywise: metrics``: family over every contrast of every metric of the analysis;
+    writes each metric's ``fwemetrics`` maps and its cluster tables again (``p_fwe_family``)."""
+    from ..stats.family import cluster_family_p, family_p
+
+    st = stats_of(gctx)
+    allres = [(m, r, mask, aff) for m, res, mask, aff in kept for r in res]
+    for (m, r, mask, aff), p in zip(allres, family_p([x[1] for x in allres])):
+        r.logp["fwemetrics"] = -np.log10(np.clip(p, 1e-300, 1.0))
+        r.meta["FamilywiseFWE"] = {"scope": "metrics", "n_tests": len(allres),
+                                   "metrics": sorted({x[0] for x in allres})}
+        r.clusters = cluster_family_p(r.clusters, p, r.sig, mask, aff, r.meta["ClusterConnectivity"])
+        write.family_map(gctx.out, spec.name, m, r, mask, aff, "fwemetrics")
+    for m in {x[0] for x in allres}:
+        if isinstance(summary.get(m), dict):
+            summary[m]["familywise"] = {"scope": "metrics", "n_tests": len(allres), "alpha": float(st["alpha"])}
+            write.summary(gctx.out, spec.name, m, summary[m])
 
 
 # --------------------------------------------------------------------------- collect
@@ -241,8 +273,9 @@ def roi_means(maps: dict, subjects, rois: dict, k=None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- analyse
-def run_metric(gctx, spec, data: MetricData) -> dict:
-    """Designs, inference, ROI tables and writing of one metric (see module doc)."""
+def run_metric(gctx, spec, data: MetricData, kept: list | None = None) -> dict:
+    """Designs, inference, ROI tables and writing of one metric (see module doc); ``kept`` receives
+    ``(metric, results, mask, affine)`` for a family over metrics."""
     from ..stats.roi import roi_tests
 
     out, st, eng = gctx.out, stats_of(gctx), engines(gctx)
@@ -257,10 +290,19 @@ def run_metric(gctx, spec, data: MetricData) -> dict:
         designs, note = designs_for(gctx.study, data.subjects, data.extra)
         if note:
             gctx.log.warning("%s/%s: clinical correlations skipped: %s", a, m, note)
-        res = voxelwise_designs(gctx, designs, data.values, data.subjects, data.mask, data.affine, data.tfce, st, eng)
+        notes = []
+        res = voxelwise_designs(gctx, designs, data.values, data.subjects, data.mask, data.affine, data.tfce, st, eng,
+                                notes)
+        if st["familywise"] != "none" and res:
+            apply_family(res, "fwecontrasts", data.mask, data.affine, float(st["alpha"]))
+            summary["familywise"] = {"scope": "contrasts", "n_tests": len(res), "alpha": float(st["alpha"])}
         write.results(out, a, m, res, data.mask, data.affine, data.sidecar)
+        if kept is not None:
+            kept.append((m, res, data.mask, data.affine))
         summary.update(n_mask_voxels=int(data.mask.sum()), n_cluster_rows=int(sum(len(r.clusters) for r in res)),
                        designs={k: len(d.subjects) for k, d in designs.items()})
+        if notes:
+            summary["notes"] = notes
         rois = region_masks(data.regions, data.mask, data.affine)
         if data.cluster_rois:
             rois.update(cluster_rois(res, data.mask, float(st["alpha"])))
@@ -271,7 +313,7 @@ def run_metric(gctx, spec, data: MetricData) -> dict:
             raise HfsmriError(f"{a}/{m}: only {len(table)} participants have ROI values; at least {MIN_SUBJECTS} "
                               "are needed")
         extra = None if data.extra is None else data.extra.loc[[s for s in table.index if s in data.extra.index]]
-        r = roi_tests(table, gctx.study, extra=extra, n_perm=int(st["n_perm"]), alpha=float(st["alpha"]),
+        r = roi_tests(table, gctx.study, extra=extra, n_perm=roi_n_perm(st), alpha=float(st["alpha"]),
                       random_state=int(st["random_seed"]), harmonise=eng["harmonise"])
         write.roi_results(out, a, m, r)
         summary["n_rois"] = int(table.shape[1])
@@ -287,20 +329,38 @@ def voxelwise_clinical_wanted(stats: dict, score: str) -> bool:
     return vc if isinstance(vc, bool) else score in set(vc)
 
 
-def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st, eng) -> list:
+def roi_n_perm(st: dict) -> int:
+    """Permutations of the ROI tests: ``max(n_perm, roi_n_perm)`` (0 when ``n_perm`` is 0: parametric)."""
+    st = {**STATS_DEFAULTS, **st}
+    return 0 if int(st["n_perm"]) <= 0 else max(int(st["n_perm"]), int(st["roi_n_perm"]))
+
+
+def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st, eng, notes=None) -> list:
     """:func:`~hfsmri.stats.voxelwise.voxelwise` of every design (rows of ``Y`` in ``subjects``
-    order); clinical maps only for the scores ``stats.voxelwise_clinical`` asks for."""
+    order); clinical maps only for the scores ``stats.voxelwise_clinical`` asks for, and only with
+    at least ``stats.min_df_correlation`` residual df (else ROI correlations only; ``notes`` gets why)."""
     from ..stats.voxelwise import voxelwise
 
+    st = {**STATS_DEFAULTS, **st}
     row, out = {s: i for i, s in enumerate(subjects)}, []
     for d in designs.values():
         score = next((clinical_score_of(c) for c in d.contrasts if clinical_score_of(c)), None)
         if score is not None and not voxelwise_clinical_wanted(st, score):
             gctx.log.info("voxel-wise correlation with %s skipped (stats.voxelwise_clinical)", score)
             continue
+        df = len(d.subjects) - np.asarray(d.X).shape[1]
+        if score is not None and df < int(st["min_df_correlation"]):
+            msg = (f"voxel-wise correlation with {score} not run: residual df = {df} < "
+                   f"{int(st['min_df_correlation'])} (stats.min_df_correlation); ROI correlations only")
+            gctx.log.warning(msg)
+            if notes is not None:
+                notes.append(msg)
+            continue
         out += voxelwise(Y[[row[s] for s in d.subjects]], mask, d, affine=affine, n_perm=int(st["n_perm"]),
                          tfce=bool(st["tfce"]), alpha=float(st["alpha"]), cluster_forming_p=st["cluster_forming_p"],
-                         random_state=int(st["random_seed"]), tfce_setting=tfce_setting, **eng)
+                         random_state=int(st["random_seed"]), tfce_setting=tfce_setting,
+                         min_cluster_voxels=int(st["min_cluster_voxels"]),
+                         variance_smoothing_mm=float(st["variance_smoothing"]), **eng)
     return out
 
 
@@ -357,13 +417,18 @@ def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
             side = {**data.sidecar, **data.long_sidecar, "Sessions": [pre, post],
                     "Flipped": [s for s in subjects if study.flipped(s)]}
             side.pop("Session", None)
-            res = []
+            res, per_design = [], []
             for name, d in designs.items():
                 res_d = voxelwise_designs(gctx, {name: d}, np.stack([delta[s] for s in d.subjects]), d.subjects,
                                           mask, data.affine, data.tfce, st, eng)
+                per_design.append((name, d, res_d))
+                res += res_d
+            if st["familywise"] != "none" and res:
+                apply_family(res, "fwecontrasts", mask, data.affine, float(st["alpha"]))
+                summary["familywise"] = {"scope": "contrasts", "n_tests": len(res), "alpha": float(st["alpha"])}
+            for name, d, res_d in per_design:
                 write.results(out, a, m, res_d, mask, data.affine,
                               {**side, "Longitudinal": {"design": name, **d.info}})
-                res += res_d
             summary.update(n_subjects=len(subjects), n_mask_voxels=int(mask.sum()),
                            designs={k: {"n": len(d.subjects), "contrasts": list(d.contrasts)}
                                     for k, d in designs.items()},
@@ -387,7 +452,7 @@ def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
 def _long_roi(gctx, a, m, tables: dict, pre, post, st) -> dict:
     from ..stats.roi import longitudinal_roi_tests
 
-    df = longitudinal_roi_tests(tables, gctx.study, n_perm=int(st["n_perm"]), random_state=int(st["random_seed"]))
+    df = longitudinal_roi_tests(tables, gctx.study, n_perm=roi_n_perm(st), random_state=int(st["random_seed"]))
     if not df.attrs["n_rois"]:
         return {"skipped": "no ROI with values at both sessions"}
     if len(df):

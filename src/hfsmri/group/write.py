@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from .. import __version__
 from ..analyses import TEMPLATE_SPACE
-from ..derivatives import save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..derivatives import contrast_label, save_nifti_atomic, save_tsv_atomic, sidecar_path, write_json_atomic
+from ..stats.design import describe_contrast
 from ..stats.voxelwise import EXTRA_LOGP
 
 SOFTWARE = f"hfsmri {__version__}"
@@ -17,7 +19,9 @@ CLUSTER_COLUMNS_DOC = {
     "peak_stat": "t at the peak", "p_fwe": "smallest FWE p in the cluster (sub-peak rows: p at that voxel)",
     "aal_label/ho_label": "AAL2 / Harvard-Oxford (maxprob 25%) label at the peak",
     "com_x/y/z": "centre of mass in MNI mm", "aal_shares/ho_shares": "share of the cluster per label",
-    "is_subpeak": "local maximum >= 8 mm from the reported peaks"}
+    "is_subpeak": "local maximum >= 8 mm from the reported peaks",
+    "below_min_voxels": "cluster smaller than stats.min_cluster_voxels: listed, not a finding",
+    "p_fwe_family": "smallest family-wise FWE p in the cluster (scope: sidecar FamilywiseFWE)"}
 
 
 def volume(values, mask: np.ndarray, affine) -> nib.Nifti1Image:
@@ -60,6 +64,43 @@ def results(out, analysis: str, metric: str, res: list, mask: np.ndarray, affine
             if kind in r.logp:
                 save(path(kind), volume(r.logp[kind], mask, affine), {**meta, "Statistic": f"-log10 p ({kind})"})
         save(path("clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
+    contrasts_table(out, analysis, metric, res)
+
+
+CONTRASTS_COLUMNS = ["label", "contrast", "description", "design", "n_subjects", "columns", "vector"]
+
+
+def contrasts_table(out, analysis: str, metric: str, res: list) -> None:
+    """``contrasts.tsv`` of a group folder: each file label (``contrast-<label>``) with the design's
+    contrast name, human text, design kind, subjects, design columns and contrast vector; rows of
+    earlier writes to the folder (other designs) are kept."""
+    path = out.group_path(analysis, metric, kind="contrasts")
+    rows = {}
+    if path.is_file():
+        old = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        rows = {r["label"]: dict(r) for _, r in old.iterrows()}
+    for r in res:
+        info = r.meta.get("DesignInfo") or {}
+        rows[contrast_label(r.contrast)] = {
+            "label": contrast_label(r.contrast), "contrast": r.contrast, "description": describe_contrast(r.contrast),
+            "design": str(info.get("kind", "")), "n_subjects": str(r.meta.get("NSubjects", "")),
+            "columns": ",".join(map(str, r.meta.get("DesignColumns", []))),
+            "vector": ",".join(f"{x:g}" for x in r.meta.get("ContrastVector", []))}
+    save(path, pd.DataFrame(list(rows.values()), columns=CONTRASTS_COLUMNS),
+         {"Description": "contrasts of this folder: file label -> design contrast and its meaning",
+          "Columns": {"label": "the contrast-<label> entity of the files", "contrast": "contrast name in the design",
+                      "description": "what the contrast tests", "design": "design kind",
+                      "n_subjects": "participants in the design", "columns": "design matrix columns",
+                      "vector": "contrast weights over the columns"}})
+
+
+def family_map(out, analysis: str, metric: str, r, mask, affine, kind: str) -> None:
+    """The family-wise −log10 p map ``kind`` of one result and its cluster table (written again)."""
+    meta = {"Description": f"group analysis, contrast {r.contrast}", "Space": TEMPLATE_SPACE,
+            "Software": SOFTWARE, **r.meta}
+    save(out.group_path(analysis, metric, r.contrast, kind), volume(r.logp[kind], mask, affine),
+         {**meta, "Statistic": f"-log10 family-wise FWE p ({kind})"})
+    save(out.group_path(analysis, metric, r.contrast, "clusters"), r.clusters, {**meta, "Columns": CLUSTER_COLUMNS_DOC})
 
 
 def roi_results(out, analysis: str, metric: str, res) -> None:

@@ -99,6 +99,8 @@ def write_power_report(output_dir, power: pd.DataFrame, fp: pd.DataFrame, settin
 
     prim = power[power["primary"]] if len(power) else power
     idx = ["effect_id", "contrast", "analysis", "metric", "effect_size"]
+    if "effect_size_source" in prim:                 # ROI engine: planted or measured after the pipeline
+        idx = ["effect_id", "contrast", "analysis", "metric", "planted_effect_size", "effect_size", "effect_size_source"]
     tab_power = _fmt_pct(_pivot(prim, idx, f"power_{correction}"))
     tab_unc = _fmt_pct(_pivot(prim, idx, "power_uncorrected"))
     tab_an = _fmt_pct(_pivot(prim, idx, "analytic_uncorrected")) if prim["analytic_uncorrected"].notna().any() else None
@@ -118,7 +120,8 @@ def write_power_report(output_dir, power: pd.DataFrame, fp: pd.DataFrame, settin
         "<p class='note'>" + e(f"engine: {settings.get('engine')}, test: {settings.get('test')}, "
                                f"effects: {settings.get('effects')}, group sizes (per group): {settings.get('ns')}, "
                                f"simulated studies per size: {settings.get('n_sim')}, alpha: {settings.get('alpha')}, "
-                               f"seed: {settings.get('seed')}") + "</p>",
+                               f"seed: {settings.get('seed')}, effect sizes: {settings.get('effect_sizes', 'planted')}")
+        + "</p>",
         f"<p class='note'>{e(engine_doc)}</p>",
         f"<img alt='power curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
         f"<h2>Power to detect each planted effect ({e(CORRECTIONS[correction])} corrected)</h2>",

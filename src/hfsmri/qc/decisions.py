@@ -26,7 +26,7 @@ computed) does not exclude: the row says so.
 ``exclude:`` still removes a participant from the whole study before anything runs.)
 
 :func:`decide` returns :class:`QcDecisions`; the group level calls it once, writes
-``group/qc_decisions.tsv`` (one row per participant x modality: decision, the rules that fired,
+``group/desc-decisions_qc.tsv`` (one row per participant x modality: decision, the rules that fired,
 values and thresholds) and gives each group stage the study restricted to the included set of its
 modality (:meth:`QcDecisions.restrict`).
 """
@@ -186,7 +186,7 @@ class QcDecisions:
 
 
 def read_decisions(group_dir, rules: dict | None = None) -> "QcDecisions | None":
-    """The decisions the group level wrote (``group/qc_decisions.tsv``), or None when absent."""
+    """The decisions the group level wrote (``group/desc-decisions_qc.tsv``), or None when absent."""
     p = Path(group_dir) / DECISIONS_FILE
     if not p.is_file():
         return None

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..analyses import ANALYSES
+from ..analyses import ANALYSES, ICA_ANALYSIS
 from . import figures as F
 from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
@@ -671,7 +671,7 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
         desc = sc.get("Description") or sc.get("Method") or sc.get("method")
         if isinstance(desc, str) and desc not in sec["description"]:
             sec["description"] = (sec["description"] + " " + desc).strip()
-    if res.analysis == "ica" and res.metric:
+    if res.analysis == ICA_ANALYSIS and res.metric:
         try:
             sec["network"], fig = _ica_component(res, data.output_dir, out)
             if fig is not None:

@@ -30,7 +30,7 @@ Rules
   (``post_factor`` < 1) makes the change post − pre opposite to ``direction``, i.e.
   ``patient-<post>-gt-<pre>`` for a planted decrease, ``-lt-`` for an increase (the reverse when
   ``post_factor`` > 1). Scored voxel-wise like a group test; analyses with ROI tables only are
-  ``not evaluated`` (their change tests are in ``rois_longitudinal.tsv``).
+  ``not evaluated`` (their change tests are in ``desc-longitudinal_rois.tsv``).
 """
 from __future__ import annotations
 
@@ -360,7 +360,7 @@ def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
                 continue
             keys = region_tokens(e.get("region"), e.get("effect_id"))
             if test == "recovery":
-                out = {"status": "not evaluated", "detail": "ROI-level change tests: see rois_longitudinal.tsv"}
+                out = {"status": "not evaluated", "detail": "ROI-level change tests: see desc-longitudinal_rois.tsv"}
             elif test == "group" and res.rois is not None:
                 out = _roi_hit(res.rois, keys, alpha, np.sign(float(e["direction"])), contrast=contrast)
             elif test == "clinical" and res.correlations is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from ..analyses import ANALYSES
+from ..analyses import ANALYSES, DTI_ANALYSIS
 from ..analyses import fmt_param as _fmt
 
 REFERENCES = {
@@ -216,7 +216,8 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
             f"{bx_text}, segmented into grey matter (GM), white matter (WM) and cerebrospinal fluid with Atropos "
             f"{c('atropos')} using the template's tissue probability maps as priors, and registered non-linearly "
             f"to the ICBM 2009a nonlinear symmetric MNI152 template {c('mni2009')} (nilearn's bundled copy; outputs "
-            f"labelled space-{TEMPLATE_SPACE}) with ANTs {reg_text} {c('ants')} at "
+            f"labelled space-{TEMPLATE_SPACE}; fMRIPrep outputs in MNI152NLin2009cAsym, when used, were taken as "
+            f"equivalent and resampled onto the same grid) with ANTs {reg_text} {c('ants')} at "
             f"{_fmt(anat_pre.get('template_resolution', 2))} mm.")})
     func_pre = pre.get("func", {})
     if stages & {"func", "conn"}:
@@ -273,16 +274,29 @@ def methods_sections(study: dict, analyses, n_patients=None, n_controls=None, ex
                 "peak (MNI mm)"
                 + (f"; peaks of the diffusion analyses with the white-matter tract labels of the Jülich atlas "
                    f"{c('juelich')} (the JHU atlas is not bundled offline)" if "dwi" in stages else "") + ".")
-        fam = sorted(k for k, v in stats.items() if v and any(w in str(k).lower() for w in ("famil", "corrcon",
-                                                                                              "corrmod")))
-        if fam:
-            txt += (" Besides the per-contrast FWE maps, family-wise p-values across the contrasts of each metric "
-                    f"were computed from the same permutations (max statistic over the family; study option "
-                    f"{', '.join('stats.' + k for k in fam)}); the findings list uses them.")
+        scope = str(stats.get("familywise", "none")).lower()  # hfsmri.analyses.FAMILYWISE_SCOPES
+        if scope in ("contrasts", "metrics"):
+            what = ("all contrasts of each metric (both directions of each comparison as one two-sided family, "
+                    "and the clinical correlations)" if scope == "contrasts" else
+                    "all contrasts of all metrics of each analysis (e.g. FA, MD, AD and RD together)")
+            txt += (f" Besides the per-contrast FWE maps, family-wise p-values over {what} were computed from the "
+                    "same permutations (maximum statistic over the family, as PALM's -corrcon/-corrmod; designs "
+                    "with different permutations combined by Šidák's rule); the findings list uses them. "
+                    "Different analyses were not corrected for each other.")
         else:
             txt += (" FWE control is per contrast map: the contrasts (both directions of each comparison, the "
                     "clinical correlations), the metrics and the analyses were not corrected for each other, so "
                     "the chance of at least one false-positive map across all of them is above α.")
+        mcv, mdf = stats.get("min_cluster_voxels"), stats.get("min_df_correlation")
+        if mcv:
+            txt += (f" Clusters smaller than {int(mcv)} voxels are listed in the cluster tables but not reported as "
+                    "findings.")
+        if mdf:
+            txt += (f" Voxel-wise correlations were computed only when the residual degrees of freedom were at least "
+                    f"{int(mdf)} (otherwise ROI correlations only).")
+        vs = float(stats.get("variance_smoothing") or 0)
+        if vs > 0:
+            txt += f" The variance of the t statistic was smoothed with a {vs:g} mm FWHM Gaussian kernel (as randomise -v)."
         sections.append({"title": "Statistics", "text": txt})
     not_done = _not_done(stages, pre, params, slice_timing)
     if not_done:
@@ -311,7 +325,7 @@ def _not_done(stages: set, pre: dict, params: dict, slice_timing: dict | None) -
                          "SliceTiming")
         items.append("no susceptibility-distortion correction of the BOLD images (field maps were not used)")
     if "dwi" in stages:
-        mc = (params.get("dti") or {}).get("motion_correction", True)
+        mc = (params.get(DTI_ANALYSIS) or {}).get("motion_correction", True)
         items.append("no susceptibility-distortion correction (topup-like) of the diffusion images and no "
                      "eddy-current correction beyond "
                      + ("the affine registration of each volume to the mean b0 with b-vector rotation" if mc

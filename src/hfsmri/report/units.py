@@ -1,4 +1,4 @@
-"""Display units of the report (one owner): what a metric's values and statistic maps are in.
+"""Display units of the report: what a metric's values and statistic maps are in.
 
 :func:`metric_unit` answers for a group result folder ``group/<analysis>/<metric>/`` (the metric
 names of :data:`hfsmri.analyses.ANALYSES`; derived metrics such as ``ic-3`` or ``seed-…`` by their
@@ -9,30 +9,14 @@ seed FC Fisher z, ICA dual-regression stage-2 amplitudes in arbitrary units, gra
 """
 from __future__ import annotations
 
-#: (analysis, metric) -> unit; ``None`` metric: every metric of the analysis
-UNITS = {
-    ("vbm", "gm"): "modulated GM (ml/ml, unitless)",
-    ("thickness", None): "mm",
-    ("roi_volumes", None): "ml",
-    ("reho", None): "z (standardised KCC)",
-    ("alff", "alff"): "z (standardised ALFF)",
-    ("alff", "falff"): "z (standardised fALFF)",
-    ("dc", None): "z (standardised degree)",
-    ("vmhc", None): "Fisher z",
-    ("seed_fc", None): "Fisher z",
-    ("ica", None): "dual-regression amplitude (a.u.)",
-    ("graph", None): "AUC (unitless)",
-}
-#: diffusion metrics (dti, tbss, dwi_rois) by metric
-DIFFUSION = {"fa": "FA (unitless, 0–1)", "md": "mm²/s", "ad": "mm²/s", "rd": "mm²/s"}
+from ..analyses import METRIC_UNITS
 
 
 def metric_unit(analysis: str, metric: str | None) -> str:
-    """Unit of the values of ``group/<analysis>/<metric>/`` ("" when unknown)."""
+    """Unit of the values of ``group/<analysis>/<metric>/`` ("" when unknown), from
+    :data:`hfsmri.analyses.METRIC_UNITS` (the one owner)."""
     m = str(metric or "").lower()
-    if m in DIFFUSION and analysis in ("dti", "tbss", "dwi_rois"):
-        return DIFFUSION[m]
-    return UNITS.get((analysis, m)) or UNITS.get((analysis, None)) or ""
+    return METRIC_UNITS.get((analysis, m)) or METRIC_UNITS.get((analysis, None)) or ""
 
 
 def stat_label(kind: str) -> str:

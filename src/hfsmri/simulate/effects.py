@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hfsmri.analyses import measuring, of_stage, seed_metric
+from hfsmri.analyses import SAME_MAPS_AS, VOXELWISE_ANALYSES, measuring, of_stage, seed_metric
 from hfsmri.errors import HfsmriError
 
 DEFAULT_FILE = Path(__file__).with_name("default_effects.yaml")
@@ -447,3 +447,69 @@ def ground_truth_rows(effects: EffectSet, mask_paths: dict, post_factor: float |
 GT_COLUMNS = ["effect_id", "analysis", "metric", "region", "hemisphere", "direction", "cohens_d",
               "clinical_score", "clinical_r", "mask", "mask_unaligned", "seed", "modality",
               "planted_metric", "post_factor", "source"]
+
+
+# --------------------------------------------------------------------------- effect sizes that survive
+#: measured by ``benchmarks/bench_sensitivity.py --store``: per setting (demo, default) and planted test,
+#: the effect size in the participant-level values after the pipeline (docs/simulator.md, "Sensitivity")
+OBSERVED_FILE = Path(__file__).with_name("observed_effects.tsv")
+OBSERVED_COLUMNS = ["setting", "n_per_group_measured", "n_studies", "effect_id", "analysis", "metric", "modality",
+                    "planted_d", "observed_d", "ci_lo", "ci_hi", "observed_d_voxel_median", "control_cv_roi",
+                    "planted_r", "observed_r"]
+#: analyses tested voxel-wise (hfsmri.analyses.VOXELWISE_ANALYSES): their surviving per-voxel d is the
+#: median over the effect's mask of the voxel-wise d; ROI tables use the ROI value's d; an analysis
+#: read from another's maps (hfsmri.analyses.SAME_MAPS_AS) takes its measurement
+#: floor of a surviving d (a reversed or vanished effect): keeps the test planted, with power ~ 0
+MIN_SURVIVING_D = 1e-3
+
+
+def observed_effect_sizes(setting: str = "demo", path=None):
+    """The measured effect sizes of the default effects after the pipeline (a DataFrame with
+    :data:`OBSERVED_COLUMNS`; empty when nothing was measured for ``setting``)."""
+    import pandas as pd
+
+    p = Path(path) if path is not None else OBSERVED_FILE
+    if not p.is_file():
+        return pd.DataFrame(columns=OBSERVED_COLUMNS)
+    t = pd.read_csv(p, sep="\t")
+    missing = set(OBSERVED_COLUMNS) - set(t.columns)
+    if missing:
+        raise HfsmriError(f"observed effect sizes table lacks columns {sorted(missing)}", path=p)
+    return t[t["setting"] == setting].reset_index(drop=True)
+
+
+def surviving_effect_sizes(rows, setting: str = "demo", path=None):
+    """Replace the planted ``cohens_d``/``clinical_r`` of test rows (columns ``effect_id, analysis,
+    metric, cohens_d, clinical_r``) by the effect sizes measured after the pipeline for ``setting``.
+
+    An effect whose measured difference is zero or points the other way gets
+    :data:`MIN_SURVIVING_D` (its power is then ~0, and it stays a planted test of the power table). Voxel-wise analyses use the median voxel-wise d over the effect's mask,
+    ROI tables the ROI value's d (see :data:`VOXELWISE_ANALYSES`); tbss/dwi_rois without a measurement
+    of their own use dti's (:data:`SAME_MAPS_AS`). Rows without a measurement keep the planted size. Returns ``(rows, source)`` with ``source`` a Series "observed"/"planted".
+    """
+    import pandas as pd
+
+    rows = rows.copy()
+    obs = observed_effect_sizes(setting, path)
+    source = pd.Series("planted", index=rows.index)
+    if obs.empty:
+        return rows, source
+    key = obs.set_index(["effect_id", "analysis", "metric"])
+    for i, r in rows.iterrows():
+        k = (r["effect_id"], r["analysis"], r["metric"])
+        if k not in key.index:
+            k = (r["effect_id"], SAME_MAPS_AS.get(r["analysis"], r["analysis"]), r["metric"])
+            if k not in key.index:
+                continue
+        o = key.loc[k]
+        o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
+        d = o["observed_d_voxel_median"] if r["analysis"] in VOXELWISE_ANALYSES else o["observed_d"]
+        if not np.isfinite(d):
+            d = o["observed_d"]
+        if not np.isfinite(d):
+            continue
+        rows.at[i, "cohens_d"] = max(float(d), MIN_SURVIVING_D)
+        if float(r.get("clinical_r", 0.0) or 0.0) != 0.0 and np.isfinite(o.get("observed_r", np.nan)):
+            rows.at[i, "clinical_r"] = float(np.clip(o["observed_r"], -0.99, 0.99))
+        source[i] = "observed"
+    return rows, source

@@ -7,7 +7,7 @@ Files:
   analysis/metric — contract columns ``effect_id, analysis, metric, region, hemisphere, direction,
   cohens_d, clinical_score, clinical_r, mask`` plus ``mask_unaligned, seed, modality,
   planted_metric, post_factor, source``,
-* ``masks/<effect_id>_space-MNI152NLin2009cAsym_res-2_mask.nii.gz``: binary MNI mask of each
+* ``masks/<effect_id>_space-MNI152NLin2009aSym_res-2_mask.nii.gz``: binary MNI mask of each
   effect; for ipsi/contra effects it is the mask as placed for a patient affected on the right
   (i.e. after aligning patients with ``flip_to: R``), and ``..._desc-unaligned_mask.nii.gz`` is the
   union of both sides (where the effect lies across patients without flipping),
@@ -28,7 +28,7 @@ import pandas as pd
 
 from .effects import GT_COLUMNS, EffectSet, ground_truth_rows
 
-SPACE = "MNI152NLin2009cAsym"
+from ..spatial.templates import TEMPLATE_SPACE as SPACE  # noqa: E402
 
 COLUMN_DOC = {
     "effect_id": "identifier of the planted effect",

@@ -1,9 +1,10 @@
 """MNI template images on isotropic grids, from nilearn's bundled (offline) ICBM152 2009 files.
 
-Space name used in every output: ``MNI152NLin2009cAsym`` (the contract's name). The images
-themselves are nilearn's bundled ICBM152 2009 *symmetric* template and GM/WM maps (the files
-``mni_icbm152_*_tal_nlin_sym_09a``): no other MNI template can be had offline. The two 2009
-templates differ by well under a voxel at the resolutions used here; see ``docs/conventions.md``.
+Space name used in every output: ``MNI152NLin2009aSym`` (:data:`TEMPLATE_SPACE`, the one owner of
+the name), because the images are nilearn's bundled ICBM152 2009 *symmetric* (2009a) template and
+GM/WM maps (the files ``mni_icbm152_*_tal_nlin_sym_09a``): no other MNI template can be had
+offline. Inputs in ``MNI152NLin2009cAsym`` (fMRIPrep) are accepted as equivalent (see
+:data:`EQUIVALENT_SPACES` and ``docs/conventions.md``).
 Because the template is symmetric, left-right flipping and VMHC need no extra symmetric space.
 
 Grids: for a resolution ``r`` mm the grid is axis-aligned (RAS+), x runs symmetrically from
@@ -19,7 +20,13 @@ from functools import lru_cache
 import nibabel as nib
 import numpy as np
 
-TEMPLATE_SPACE = "MNI152NLin2009cAsym"
+#: the ``space-`` label of every template-space output (TemplateFlow's name of ICBM 2009a symmetric)
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
+#: input spaces accepted as the template space (resampled onto its grid, no registration): both
+#: are ICBM152 2009 non-linear averages of the same 152 brains in the same MNI coordinates; the
+#: asymmetric 2009c version differs from the symmetric 2009a one by well under a voxel at the
+#: 2-3 mm of the group analyses (docs/conventions.md); the methods text says it.
+EQUIVALENT_SPACES = ("MNI152NLin2009cAsym",)
 TEMPLATE_SOURCE = "nilearn bundled ICBM152 2009 (sym 09a) T1w/GM/WM templates"
 
 _FOV_MM = {"x": 98.0, "y0": -134.0, "ylen": 232.0, "z0": -72.0, "zlen": 188.0}

@@ -73,6 +73,29 @@ def clinical_score_of(contrast: str) -> str | None:
     return None
 
 
+def describe_contrast(name: str) -> str:
+    """Human text of a contrast name (the ``description`` column of ``contrasts.tsv``)."""
+    if name.startswith("corr-") and name.endswith(("-pos", "-neg")):
+        score = name[len("corr-"):-len("-pos")]
+        sign = "positive" if name.endswith("-pos") else "negative"
+        if score.startswith("delta"):
+            return (f"{sign} correlation of the change of the map with the change of {score[len('delta'):]} "
+                    "(patients)")
+        return f"{sign} correlation with {score} (patients)"
+    if name.startswith("change-"):
+        return f"group x time: change in {describe_contrast(name[len('change-'):])}"
+    i = max(name.rfind("-gt-"), name.rfind("-lt-"))
+    if i < 0:
+        return name
+    left, op, right = name[:i], (">" if name[i:i + 4] == "-gt-" else "<"), name[i + 4:]
+    if left in ("patient", "control") and right in ("patient", "control"):
+        return f"{left}s {op} {right}s"
+    role, _, post = left.partition("-")
+    if post:
+        return f"{role}s: {post} {op} {right} (paired)"
+    return f"{left} {op} {right}"
+
+
 def contrast_names(clinical=(), sessions=None) -> list[str]:
     """Every contrast the group analyses can write for a study with these clinical scores and
     sessions (what a reader looks up with :meth:`hfsmri.derivatives.Derivatives.group_path`)."""

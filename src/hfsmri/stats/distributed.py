@@ -25,7 +25,7 @@ import numpy as np
 
 from . import glm as _glm
 from .fdr import fdr_bh
-from .permutation import PermutationSet, make_permutation_set, permutation_blocks
+from .permutation import PermutationSet, make_permutation_set, perm_key, permutation_blocks
 
 
 def default_batch_size(k: int, n_voxels: int, memory_mb: float = 256.0) -> int:
@@ -168,5 +168,6 @@ def _merge(res, parts, pset, tfce):
     res.n_null = N
     res.n_perm = 0 if pset.exact else N - 1
     res.exact = pset.exact
-    res.settings = dict(res.settings, n_possible=pset.n_possible, distributed_blocks=len(parts))
+    res.settings = dict(res.settings, n_possible=pset.n_possible, distributed_blocks=len(parts),
+                        perm_key=perm_key(pset.rows))
     return res

@@ -30,7 +30,7 @@ from scipy import stats as sps
 from ..errors import DesignError, InputDataError
 from . import tfce as _tf
 from .fdr import fdr_bh
-from .permutation import PermutationSet, make_permutation_set
+from .permutation import PermutationSet, make_permutation_set, perm_key
 
 _TOL = 1e-9  # relative tolerance for ">=" against the observed statistic (ties across equal permutations)
 
@@ -357,8 +357,26 @@ def _count_ge(T, thr, cnt):
         cnt[v] += c
 
 
-def _batch_t(E, normE2, rows, scheme, Q, a, var_c, df, out):
-    """t maps (B, V) for a batch of permutations/sign flips (Freedman–Lane)."""
+def smooth_variance(var: np.ndarray, mask: np.ndarray, sigma_vox) -> np.ndarray:
+    """Variance map(s) smoothed within ``mask`` as FSL randomise ``-v``: ``G*(var) / G*(mask)``
+    (Gaussian ``G`` of standard deviation ``sigma_vox`` voxels per axis, zero outside the mask,
+    truncated at 4 SD). ``var``: (V,) or (B, V) over the in-mask voxels (C order)."""
+    from scipy import ndimage
+
+    var = np.asarray(var, dtype=np.float64)
+    flat = var.reshape(-1, var.shape[-1])
+    norm = ndimage.gaussian_filter(mask.astype(np.float64), sigma_vox, mode="constant")[mask]
+    out = np.empty_like(flat)
+    vol = np.zeros(mask.shape)
+    for b in range(flat.shape[0]):
+        vol[mask] = flat[b]
+        out[b] = ndimage.gaussian_filter(vol, sigma_vox, mode="constant")[mask] / norm
+    return out.reshape(var.shape)
+
+
+def _batch_t(E, normE2, rows, scheme, Q, a, var_c, df, out, smooth=None):
+    """t maps (B, V) for a batch of permutations/sign flips (Freedman–Lane); ``smooth``:
+    ``(mask, sigma_vox)`` for variance smoothing (randomise ``-v``)."""
     B = rows.shape[0]
     n, k = Q.shape
     M = np.empty((B * k, n))
@@ -369,6 +387,14 @@ def _batch_t(E, normE2, rows, scheme, Q, a, var_c, df, out):
             Qp = Q * rows[b][:, None]
         M[b * k:(b + 1) * k] = Qp.T
     G = M @ E                                    # (B*k, V): one BLAS call per batch
+    if smooth is not None:
+        G3 = G.reshape(B, k, -1)
+        num = np.einsum("j,bjv->bv", a, G3)
+        rss = np.maximum(normE2[None, :] - np.einsum("bjv,bjv->bv", G3, G3), 0.0)
+        var = smooth_variance(rss / df, *smooth)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:] = np.where(var > 1e-24 * np.maximum(normE2, 1e-300) / df, num / np.sqrt(var * var_c), 0.0)
+        return out
     _t_from_G(G, k, np.ascontiguousarray(a, dtype=np.float64), normE2, var_c / df, out)
     return out
 
@@ -379,7 +405,8 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
                  dh_mode: str = "fixed", cluster_forming_p: float | None = 0.001,
                  scheme: str = "auto", blocks=None, whole_blocks: bool = False,
                  permutations: PermutationSet | None = None, exact="auto",
-                 batch_size: int | None = None, memory_mb: float = 256.0) -> PermutedGLMResult:
+                 batch_size: int | None = None, memory_mb: float = 256.0,
+                 variance_smoothing=None) -> PermutedGLMResult:
     """Permutation inference for one t contrast of a mass-univariate GLM (both tails).
 
     Parameters
@@ -413,6 +440,10 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
         must be the identity), e.g. :func:`~hfsmri.stats.permutation.nilearn_permutations`.
     exact : "auto" | True | False, see :func:`~hfsmri.stats.permutation.make_permutation_set`
     batch_size : permutations per matrix product (default from ``memory_mb``)
+    variance_smoothing : Gaussian SD in voxels (a number or one per axis; needs ``mask``), optional.
+        The residual variance map is smoothed within the mask before t is formed, in the observed
+        and in every permuted map (FSL randomise ``-v``, which takes the SD in mm; for small df).
+        None or 0: plain t.
 
     Returns
     -------
@@ -467,6 +498,15 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
     fit = ols(Y, X, c)
     t_obs = np.asarray(fit.t, dtype=np.float64)
     df = fit.df
+    smooth = None
+    if variance_smoothing is not None and np.any(np.asarray(variance_smoothing, dtype=float) > 0):
+        if not spatial:
+            raise InputDataError("variance smoothing needs the voxel grid: pass mask=")
+        smooth = (mask, variance_smoothing)
+        var_obs = smooth_variance(fit.sigma ** 2, mask, variance_smoothing)
+        vc = float(c @ np.linalg.pinv(X.T @ X) @ c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_obs = np.where((var_obs > 0) & (fit.sigma > 0), fit.effect / np.sqrt(var_obs * vc), 0.0)
 
     # --- permutation set
     if permutations is None:
@@ -553,7 +593,7 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
     for s in range(1, N, batch_size):
         r = rows[s:s + batch_size]
         B = r.shape[0]
-        T = _batch_t(E, normE2, r, scheme, Q, a, var_c, df, Tbuf[:B])
+        T = _batch_t(E, normE2, r, scheme, Q, a, var_c, df, Tbuf[:B], smooth)
         null_t[s:s + B, 0] = T.max(axis=1)
         null_t[s:s + B, 1] = -T.min(axis=1)
         _count(T, t_thr_pos, t_thr_neg, abs_thr, cnt_t[0], cnt_t[1], cnt_abs)
@@ -615,7 +655,9 @@ def permuted_glm(Y, design, contrast, n_perm: int = 5000, tfce: bool = True, mas
                 "dh": {k_: v for k_, v in dh_tail.items()}, "tfce_setting": tfce_setting,
                 "random_state": random_state if isinstance(random_state, (int, np.integer)) else None,
                 "blocks": None if blocks is None else list(map(str, np.asarray(blocks))),
-                "whole_blocks": whole_blocks, "n_possible": permutations.n_possible}
+                "whole_blocks": whole_blocks, "n_possible": permutations.n_possible,
+                "perm_key": perm_key(rows), "variance_smoothing_vox": None if smooth is None else
+                [float(x) for x in np.broadcast_to(np.asarray(variance_smoothing, float), (3,))]}
     return PermutedGLMResult(
         t=t_obs, effect=fit.effect, se=fit.se, df=df, cohens_d=fit.cohens_d, partial_r=fit.partial_r,
         p_param=fit.p, pos=tails["pos"], neg=tails["neg"], two_sided=two, contrast=c, contrast_name=cname,

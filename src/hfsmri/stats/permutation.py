@@ -316,3 +316,12 @@ def permutation_blocks(pset: PermutationSet, block_size: int) -> list[Permutatio
         out.append(PermutationSet(pset.scheme, np.vstack([ident, rows[s:s + block_size]]), pset.exact,
                                   pset.n_possible))
     return out
+
+
+def perm_key(rows: np.ndarray) -> str:
+    """Short digest of a permutation set's rows: results with the same key used the same
+    permutations (their null distributions can be combined per permutation, :mod:`hfsmri.stats.family`)."""
+    import hashlib
+
+    r = np.ascontiguousarray(np.asarray(rows))
+    return hashlib.sha1(str(r.shape).encode() + str(r.dtype).encode() + r.tobytes()).hexdigest()[:16]

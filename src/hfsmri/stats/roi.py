@@ -38,7 +38,11 @@ def roi_glm(table: pd.DataFrame, design, contrast: str = "patient-gt-control", n
     sd_control, estimate, se, t, df, p_param, p_perm, p_perm_fwe, p_fdr, significant_fdr, hedges_g,
     g_ci_low, g_ci_high, direction``. ``estimate``: adjusted difference (contrast of the betas);
     ``p_perm``: two-sided Freedman–Lane permutation p (``|t*| >= |t|``); ``p_perm_fwe``: max-|t|
-    across ROIs; ``p_fdr``: BH across ROIs of ``p_perm`` (of ``p_param`` when ``n_perm == 0``).
+    across ROIs; ``p_fdr``: BH across ROIs of ``p_perm`` (of ``p_param`` when ``n_perm == 0``), and
+    never above ``p_perm_fwe``: a row the FWE (max-|t|) procedure rejects is an FDR rejection too,
+    since FWE control implies FDR control, so ``p_fdr = min(BH q, p_perm_fwe)`` (FDR <= FWE by
+    construction). Run with enough permutations (``stats.roi_n_perm``) so that the permutation
+    p-values are not floored at ``1/(n_perm+1)`` before BH multiplies them by up to the number of ROIs.
     """
     tab = table.copy()
     tab.index = [str(i).removeprefix("sub-") for i in tab.index]
@@ -61,6 +65,8 @@ def roi_glm(table: pd.DataFrame, design, contrast: str = "patient-gt-control", n
     p_perm = res.two_sided["p_unc"] if n_perm > 0 else np.full(Y.shape[1], np.nan)
     p_fwe = res.two_sided["p_fwe_t"] if n_perm > 0 else np.full(Y.shape[1], np.nan)
     p_fdr = fdr_bh(p_perm if n_perm > 0 else res.p_param)
+    if n_perm > 0:
+        p_fdr = np.minimum(p_fdr, p_fwe)
     out = pd.DataFrame({
         "roi": list(map(str, tab.columns)), "n_patient": n1, "n_control": n2,
         "mean_patient": Y[ip].mean(0), "sd_patient": Y[ip].std(0, ddof=1),

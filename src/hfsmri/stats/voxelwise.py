@@ -9,7 +9,13 @@ positive tail, the −log10 p maps (``fwe`` = primary inference: TFCE when ``tfc
 ``voxelfwe``, ``uncorrected``, ``fdr`` and, when cluster inference ran, ``clusterfwe``), the cluster
 table of ``FWE p < alpha`` (:func:`hfsmri.stats.clusters.cluster_table`) and a JSON-able description
 (design, permutations, settings) for the sidecars. Writing is the caller's
-(:mod:`hfsmri.group.write`).
+(:mod:`hfsmri.group.write`). Each result also keeps its primary statistic, the null of its maximum
+and the key of its permutation set, from which :mod:`hfsmri.stats.family` computes family-wise p
+across contrasts and metrics.
+
+Minimum-information rules: clusters smaller than ``min_cluster_voxels`` stay in the cluster table
+with ``below_min_voxels`` = True (they are not findings); ``variance_smoothing_mm`` (FWHM, mm)
+smooths the residual variance of t as FSL randomise ``-v`` (for small df).
 
 The permutation executor and the harmoniser are injected: ``permute`` (default the local
 :func:`~hfsmri.stats.glm.permuted_glm`; the group runner passes the Dask one with ``--scheduler``)
@@ -30,8 +36,10 @@ from .glm import permuted_glm
 from .tfce import SETTINGS
 from .tfce import tfce as tfce_map
 
+#: FWHM of a Gaussian in units of its standard deviation (2·sqrt(2·ln 2))
+FWHM_PER_SD = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: −log10 p maps of a result besides the primary ``fwe`` one
-EXTRA_LOGP = ("voxelfwe", "uncorrected", "fdr", "clusterfwe")
+EXTRA_LOGP = ("voxelfwe", "uncorrected", "fdr", "clusterfwe", "fwecontrasts", "fwemetrics")
 
 
 @dataclass
@@ -44,6 +52,10 @@ class GroupResult:
     logp: dict                      # "fwe" (primary), "voxelfwe", "uncorrected", "fdr"[, "clusterfwe"]
     clusters: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    stat: np.ndarray | None = None       # primary statistic (TFCE when used, else t) of the FWE inference
+    null_max: np.ndarray | None = None   # its maximum per permutation (identity first)
+    perm_key: str | None = None          # permutation set (hfsmri.stats.family combines equal keys)
+    sig: np.ndarray | None = None        # in-mask voxels of the cluster table (FWE p < alpha, t > 0)
 
 
 def _logp(p: np.ndarray) -> np.ndarray:
@@ -80,11 +92,14 @@ def harmonised(Y, design, harmonise):
 
 def voxelwise(Y, mask, design, *, affine, n_perm: int = 5000, tfce: bool = True, alpha: float = 0.05,
               cluster_forming_p: float | None = 0.001, random_state: int = 0, tfce_setting: str = "3d",
-              contrasts=None, permute=None, harmonise=None) -> list[GroupResult]:
+              contrasts=None, permute=None, harmonise=None, min_cluster_voxels: int = 1,
+              variance_smoothing_mm: float = 0.0) -> list[GroupResult]:
     """Permutation GLM of ``Y`` (n_subjects, n_in_mask) in ``design.subjects`` order.
 
     ``mask``: 3D bool array (the voxels of ``Y``, for TFCE and clusters); ``affine``: its grid (MNI
-    mm of cluster peaks); ``contrasts``: subset of ``design.contrasts`` (default all). Returns the
+    mm of cluster peaks); ``contrasts``: subset of ``design.contrasts`` (default all);
+    ``min_cluster_voxels``: clusters smaller than this are flagged ``below_min_voxels`` in the table;
+    ``variance_smoothing_mm``: FWHM (mm) of the variance smoothing of t (0: none). Returns the
     results in the order the contrasts are run (each contrast followed by its negation).
     """
     Y = np.asarray(Y, dtype=np.float64)
@@ -99,9 +114,13 @@ def voxelwise(Y, mask, design, *, affine, n_perm: int = 5000, tfce: bool = True,
     permute = permute or permuted_glm
     setting = SETTINGS[tfce_setting]
     out = []
+    extra = {}
+    if variance_smoothing_mm and float(variance_smoothing_mm) > 0:
+        vox = np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
+        extra["variance_smoothing"] = tuple(float(variance_smoothing_mm) / FWHM_PER_SD / vox)
     for vec, members in pair_contrasts(design, None if contrasts is None else set(contrasts)):
         res = permute(Y, design, vec, n_perm=int(n_perm), tfce=bool(tfce), mask=mask, random_state=int(random_state),
-                      tfce_setting=tfce_setting, cluster_forming_p=cluster_forming_p)
+                      tfce_setting=tfce_setting, cluster_forming_p=cluster_forming_p, **extra)
         for name, sign in members:
             tail = res.pos if sign > 0 else res.neg
             t_c = sign * res.t
@@ -120,6 +139,8 @@ def voxelwise(Y, mask, design, *, affine, n_perm: int = 5000, tfce: bool = True,
             p3[mask] = p_main
             sig = mask & (p3 < alpha) & (t3 > 0)
             table = cluster_table(t3, sig, p3, affine, connectivity=setting["connectivity"])
+            table["below_min_voxels"] = table["n_voxels"] < int(min_cluster_voxels) if len(table) else \
+                pd.Series(dtype=bool)
             meta = {
                 "Contrast": name, "ContrastVector": [float(x) for x in design.contrasts[name]],
                 "DesignColumns": list(design.columns), "Subjects": list(design.subjects),
@@ -134,8 +155,12 @@ def voxelwise(Y, mask, design, *, affine, n_perm: int = 5000, tfce: bool = True,
                          "setting": tfce_setting},
                 "Alpha": alpha, "ClusterFormingP": cluster_forming_p,
                 "ClusterFormingT": res.cluster_threshold, "ClusterConnectivity": setting["connectivity"],
+                "MinClusterVoxels": int(min_cluster_voxels),
+                "VarianceSmoothingFWHMmm": float(variance_smoothing_mm or 0.0),
             }
             if harmonization is not None:
                 meta["Harmonization"] = harmonization
-            out.append(GroupResult(name, t_c, tf, logp, table, meta))
+            out.append(GroupResult(name, t_c, tf, logp, table, meta, stat=tail.tfce if tfce else t_c,
+                                   null_max=tail.null_max_tfce if tfce else tail.null_max_t,
+                                   perm_key=res.settings.get("perm_key"), sig=sig[mask]))
     return out
