@@ -115,6 +115,19 @@ def check_geometry(img, path: str | Path, what: str = "image") -> None:
                              "headers) but not shears — reslice the image first", path=path)
 
 
+def _qform_of(sform: np.ndarray, header, qform: np.ndarray) -> bool:
+    """True when ``qform`` is what NIfTI stores for ``sform``: the quaternion keeps b, c, d in
+    float32 and recomputes a = sqrt(1 - b² - c² - d²), which loses precision near 180° rotations
+    (e.g. a LAS/LPS storage of a tilted acquisition, as dcm2niix writes), so a header written from
+    one affine can differ by a few tenths of a mm at the far corner without any disagreement."""
+    try:
+        h = header.copy()
+        h.set_qform(sform, code=1)
+        return bool(np.allclose(h.get_qform(), qform, atol=1e-5, rtol=0))
+    except Exception:  # an sform nibabel cannot turn into a quaternion (shear): a real disagreement
+        return False
+
+
 def geometry_notes(img, path: str | Path, what: str = "image") -> list[str]:
     """Non-fatal header remarks: qform/sform disagreement (the sform is used), no orientation."""
     hdr = img.header
@@ -133,7 +146,7 @@ def geometry_notes(img, path: str | Path, what: str = "image") -> list[str]:
         corners = np.array([[i, j, k, 1] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float).T
         dist = float(np.linalg.norm((q - s) @ corners, axis=0).max())
         vox = float(np.linalg.norm(s[:3, :3], axis=0).min())
-        if dist > QFORM_SFORM_TOL_VOXELS * vox:
+        if dist > QFORM_SFORM_TOL_VOXELS * vox and not _qform_of(s, img.header, q):
             return [f"{name}: qform and sform disagree (up to {dist:.2f} mm); the sform is used, as nibabel "
                     "and fMRIPrep do"]
     return []
