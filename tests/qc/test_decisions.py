@@ -129,3 +129,29 @@ def test_methods_text_states_the_rules_and_counts(tmp_path):
     assert "QC rules applied at the group level: mean_fd_max = 0.2" in text
     assert "bold: 4 included, 8 excluded" in text
     assert "runs with mean FD > 0.2 mm were excluded" in text
+
+
+def test_report_participants_section_shows_who_each_modality_analyses(tmp_path):
+    """The report's participants section lists the QC decisions (issue 24 item 3): one row per
+    participant with its group and included/excluded per modality, the excluded rows with their rule,
+    and the sentence with the counts; the same sets the group level wrote."""
+    from hfsmri.report.build import build_report
+
+    bids = _bids(tmp_path)
+    out = Derivatives(tmp_path / "out")
+    _fabricate(out)
+    study = Study.from_bids(bids, _study_yaml(tmp_path, {"mean_fd_max": 0.2,
+                                                         "exclude": [{"subject": "sub-02", "reason": "artefact"}]}))
+    run_group_level(study, out, RunOptions(nprocs=1))
+    (out.root / "participants.tsv").write_text((bids / "participants.tsv").read_text())  # as the participant level copies it
+    html = build_report(out.root).read_text()
+    inc = pd.read_csv(out.root / "report" / "qc_inclusion.tsv", sep="\t", keep_default_na=False).set_index("participant_id")
+    assert len(inc) == N and list(inc.columns) == ["group", "T1w", "bold", "dwi"]
+    parts = pd.read_csv(bids / "participants.tsv", sep="\t").set_index("participant_id")
+    assert (inc["group"] == parts.loc[inc.index, "group"].map({"HFS": "patient", "HC": "control"})).all()
+    want_bold = {f"sub-{s}" for s, v in FD.items() if v > 0.2} | {"sub-02"}
+    assert set(inc.index[inc["bold"] == "excluded"]) == want_bold
+    assert set(inc.index[inc["T1w"] == "excluded"]) == {"sub-02"}
+    ex = pd.read_csv(out.root / "report" / "qc_exclusions.tsv", sep="\t", keep_default_na=False)
+    assert set(ex.loc[ex["modality"] == "bold", "participant_id"]) == want_bold
+    assert "Who each modality analyses" in html and f"bold: {N - len(want_bold)} included, {len(want_bold)} excluded" in html

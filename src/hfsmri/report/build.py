@@ -150,6 +150,9 @@ def participants_section(data: ReportData, out: _Out) -> dict:
         ex = pd.DataFrame({"participant_id": [f"sub-{subject_label(k)}" for k in excluded],
                            "reason": [str(v) for v in excluded.values()]})
         sec["excluded"] = make_table(ex, out.tsv(ex, "exclusions.tsv"))
+    dec = _qc_inclusion(data, out)
+    if dec is not None:
+        sec["qc_sentence"], sec["qc_inclusion"], sec["qc_excluded"] = dec
     if data.participants is None:
         sec["notes"].append("participants.tsv not found in the output folder: no demographics table.")
         return sec
@@ -174,6 +177,39 @@ def participants_section(data: ReportData, out: _Out) -> dict:
     sec["flip_to"] = flip_to
     sec["n_flipped"] = int((sides["flipped"] == "yes").sum()) if len(sides) else 0
     return sec
+
+
+def qc_inclusion_table(table: pd.DataFrame, groups: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From the group level's QC decisions (:data:`hfsmri.qc.decisions.DECISION_COLUMNS`, one row
+    per participant x modality): (wide table, one row per participant: its group and, per modality
+    (T1w, bold, dwi), ``included`` or ``excluded``; excluded rows: participant, modality, rule,
+    value, threshold, reason). ``groups``: participant_id -> patient/control."""
+    t = table.copy()
+    t["participant_id"] = t["participant_id"].astype(str)
+    wide = t.pivot_table(index="participant_id", columns="modality", values="decision", aggfunc="first")
+    wide = wide.reindex(columns=[m for m in ("T1w", "bold", "dwi") if m in wide.columns]).fillna("n/a")
+    wide = wide.reset_index()
+    wide.columns.name = None
+    if groups is not None and len(groups):
+        g = {subject_label(k): v for k, v in groups.items()}
+        wide.insert(1, "group", wide["participant_id"].map(lambda x: g.get(subject_label(x), "n/a")))
+    ex = t[t["decision"] == "excluded"]
+    cols = [c for c in ("participant_id", "session", "modality", "rule", "value", "threshold", "reason") if c in ex.columns]
+    return wide, ex[cols].reset_index(drop=True)
+
+
+def _qc_inclusion(data: ReportData, out: _Out):
+    """(sentence, inclusion table, exclusion table) of the QC decisions the group level wrote, or None."""
+    from ..qc.decisions import read_decisions
+
+    dec = read_decisions(Path(data.output_dir) / "group", data.study.get("qc") or {})
+    if dec is None or dec.table.empty:
+        return None
+    wide, ex = qc_inclusion_table(dec.table, role_of(data))
+    mark = lambda i, c: "excl" if c in ("T1w", "bold", "dwi") and wide[c].iloc[i] == "excluded" else ""
+    return (dec.sentence(),
+            make_table(wide, out.tsv(wide, "qc_inclusion.tsv"), cell_class=mark, max_rows=1000),
+            make_table(ex, out.tsv(ex, "qc_exclusions.tsv")) if len(ex) else None)
 
 
 # ----------------------------------------------------------------------------- QC
