@@ -71,6 +71,8 @@ class GroupContext:
     participant_summaries: dict = field(default_factory=dict)
     client: Any = None   # dask.distributed client of --scheduler (permutation blocks), or None
     qc_decisions: Any = None  # hfsmri.qc.decisions.QcDecisions of the run: who each modality analyses
+    tick: Any = None          # callable(n): advance the group progress bar by n contrast maps, or None
+    progress_units: dict = field(default_factory=dict)  # analysis -> expected contrast maps (group/runner.expected_maps)
 
     def __post_init__(self):
         if self.log is None:
@@ -388,12 +390,19 @@ def _marker_valid(marker: dict, key: str, out: Derivatives) -> bool:
                for n in names)
 
 
-def _ticking(stages, bar, analyses):
-    """The stages, advancing ``bar`` by a stage's number of analyses when the loop moves past it."""
+def _ticking(stages, bar, units: dict):
+    """The stages; when the loop moves past one, ``bar`` is set to the expected units of the stages
+    done so far (``units``: analysis -> metrics x contrasts), so a stage that was reused, failed or
+    derived more metrics than expected leaves the bar exact."""
+    done = 0
     for stage in stages:
         yield stage
+        done += sum(n for a, n in units.items() if STAGE_OF.get(a) == stage)
         if bar is not None:
-            bar.update(sum(1 for a in analyses if STAGE_OF.get(a) == stage))
+            if bar.n > done:  # more metrics than expected (derived at run time): grow the total
+                bar.total += bar.n - done
+                done = bar.n
+            bar.update(done - bar.n)
 
 
 def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
@@ -420,10 +429,14 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     decisions = gctx.qc_decisions = decide(study, out)
     decisions.write(out.group_path(kind="folder"))
     log.info("group level: %s", decisions.sentence())
-    gbar = progress_bar(len(analyses), "group", "analysis")  # on a terminal: analyses done / total
+    from .group.runner import expected_maps
+
+    units = expected_maps(study, analyses)  # on a terminal: contrast maps (analyses x metrics x contrasts)
+    gbar = progress_bar(sum(units.values()), "group", "map")
+    gctx.tick, gctx.progress_units = (gbar.update if gbar is not None else None), units
     with client_for(options.scheduler) as gctx.client, job_tempdir(scratch_root(gctx.work_dir)), \
             (gbar if gbar is not None else contextlib.nullcontext()):
-        for stage in _ticking(group_stages(analyses), gbar, analyses):
+        for stage in _ticking(group_stages(analyses), gbar, units):
             # the fingerprint sees who the qc: rules leave out, so re-thresholding reruns the stage
             key = group_stage_key(decisions.restrict(study, STAGE_MODALITY[stage]), out, stage, analyses,
                                   gctx.stats, seed)

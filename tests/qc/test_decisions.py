@@ -155,3 +155,31 @@ def test_report_participants_section_shows_who_each_modality_analyses(tmp_path):
     ex = pd.read_csv(out.root / "report" / "qc_exclusions.tsv", sep="\t", keep_default_na=False)
     assert set(ex.loc[ex["modality"] == "bold", "participant_id"]) == want_bold
     assert "Who each modality analyses" in html and f"bold: {N - len(want_bold)} included, {len(want_bold)} excluded" in html
+
+
+def test_group_progress_counts_contrast_maps_and_ends_exact(tmp_path):
+    """The group bar's units (issue 24 item 2: analyses x contrasts): metrics x contrasts of each
+    analysis (two-sided group comparison = 2 contrast maps; DTI has FA/MD/AD/RD), and whatever the
+    stages did (reused, failed, more derived metrics than expected) the bar ends at its total."""
+    from hfsmri.analyses import ANALYSES
+    from hfsmri.group.runner import expected_maps
+    from hfsmri.pipeline import _ticking
+
+    study = Study.from_bids(_bids(tmp_path), _study_yaml(tmp_path, {}))
+    units = expected_maps(study, ["roi_volumes", "dti", "reho"])
+    assert units == {"roi_volumes": 2 * len(ANALYSES["roi_volumes"].metrics), "dti": 2 * 4,
+                     "reho": 2 * len(ANALYSES["reho"].metrics)}
+
+    class Bar:
+        n, total = 0, sum(units.values())
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    for stage in _ticking(["anat", "dwi", "func"], bar, units):
+        if stage == "dwi":
+            bar.update(3)            # a failed stage: fewer maps than expected
+        if stage == "func":
+            bar.update(units["reho"] + 4)  # more than expected (derived metrics)
+    assert bar.n == bar.total == sum(units.values()) + 4

@@ -80,6 +80,28 @@ def resolution(gctx, ref):
 
 
 # --------------------------------------------------------------------------- stages and analyses
+def expected_maps(study, analyses) -> dict:
+    """Progress units of the group level: ``{analysis: metrics x contrasts}`` of the cross-sectional
+    designs over every participant (an analysis whose metrics are derived at run time, e.g. the ICA
+    components, counts one metric; the bar is corrected when its stage ends). For the group
+    progress bar only: no inference depends on it."""
+    try:
+        designs, _ = designs_for(study, list(study.participants.index))
+        n_con = max(1, sum(len(d.contrasts) for d in designs.values()))
+    except Exception:  # a design fault is reported by the stage itself
+        n_con = 1
+    return {a: n_con * (1 if ANALYSES[a].derive else max(1, len(ANALYSES[a].metrics)))
+            for a in analyses if a in ANALYSES}
+
+
+def _tick(gctx, spec) -> None:
+    """Advance the group bar by one metric's contrasts (``gctx.tick``, set by the pipeline)."""
+    tick = getattr(gctx, "tick", None)
+    if tick is not None:
+        per = (getattr(gctx, "progress_units", None) or {}).get(spec.name, 1)
+        tick(max(1, per // (1 if spec.derive else max(1, len(spec.metrics)))))
+
+
 def run_stage(gctx, stage: str) -> dict:
     """Every requested analysis of ``stage``; raises after all ran if any metric failed."""
     summary, failures = {}, []
@@ -117,6 +139,7 @@ def run_analysis(gctx, spec) -> dict:
         except HfsmriError as exc:
             gctx.log.error("%s/%s: %s", spec.name, name, exc)
             out[name] = {"error": str(exc)}
+        _tick(gctx, spec)
     if stats_of(gctx)["familywise"] == "metrics" and len(kept) > 1:
         metrics_family(gctx, spec, kept, out)
     return out
