@@ -64,7 +64,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # (120 volumes at TR 2 s, 3 mm, BOLD in MNI position, ReHo (27 voxels) and ALFF at a voxel, FC
 # between the seed and target ROI means; the numbers are in docs/simulator.md, "Sensitivity").
 # Longer runs have less measurement noise, so at 240 volumes the observed d is somewhat larger.
-BOLD_MEASUREMENT_SD = {"reho": 0.31, "alff": 0.21, "fc": 0.19}
+BOLD_MEASUREMENT_SD = {"reho": 0.31, "alff": 0.21, "fc": 0.26}
 
 
 def bold_gain(quantity: str, sigma: dict) -> float:
