@@ -19,7 +19,10 @@ Size: a subject's noise-free metric at a voxel is ``base * (1 + sigma * Z)`` (``
 for reho/fc, ``exp(sigma * Z)`` amplitude for alff) where ``Z`` is a unit-variance smooth random
 field (between-subject variability). In an effect region a patient's ``Z`` is shifted by
 ``direction * cohens_d`` (times ``post_factor`` in later sessions), so ``cohens_d`` is the
-standardised difference of the noise-free metric at a voxel. With a clinical link
+standardised difference of the noise-free metric at a voxel. BOLD metrics (reho, alff, fc) are
+measured with noise, so their shift is ``cohens_d * bold_gain`` and ``cohens_d`` is the standardised
+difference of the metric an ideal pipeline measures from a 4-minute run (see
+:data:`BOLD_MEASUREMENT_SD`). With a clinical link
 ``{score, r}`` the patient's ``Z`` in the region is ``r * zscore(score) + sqrt(1 - r^2) * Z``, i.e.
 the metric correlates with the score at ``r`` among patients. DTI rows derived from one planted
 diffusivity get their own Cohen's d by a Monte Carlo calculation at a typical tract voxel.
