@@ -26,6 +26,8 @@ Usage::
     python benchmarks/bench_sensitivity.py --settings demo --n 10 --studies 1 --out /tmp/sens
     python benchmarks/bench_sensitivity.py --quick        # demo setting, n = 6, one study, no group
     python benchmarks/bench_sensitivity.py --summarise /tmp/sens   # tables of finished studies only
+    python benchmarks/bench_sensitivity.py --kernel 120 --n 10 --clean   # fMRI metrics without the pipeline
+    python benchmarks/bench_sensitivity.py --kernel 120 --n 10 --clean --calibrate   # BOLD_MEASUREMENT_SD
 
 Per study the measurements are cached (``<out>/<setting>/n-<n>/sim-<k>/observed.tsv``), so an
 interrupted run resumes; images are deleted after measuring unless ``--keep``.
@@ -538,7 +540,8 @@ def main(argv=None) -> int:
                     help="with --kernel: simulate without measurement-noise compensation and print the BOLD "
                          "calibration (hfsmri.simulate.effects.BOLD_MEASUREMENT_SD)")
     ap.add_argument("--clean", action="store_true",
-                    help="with --kernel: regress the true motion parameters and a quadratic trend first")
+                    help="with --kernel: regress the true motion parameters and a quadratic trend first; "
+                         "ReHo on the 0.01-0.08 Hz band")
     ap.add_argument("--summarise", action="store_true", help="only print the tables of finished studies")
     ap.add_argument("--store", action="store_true",
                     help="write the observed effect sizes into src/hfsmri/simulate/observed_effects.tsv")
