@@ -389,6 +389,7 @@ def run_longitudinal(gctx, spec, data: MetricData, st, eng) -> dict:
     """Longitudinal designs of one metric (per-subject change follow-up − baseline); never raises
     an :class:`HfsmriError` (recorded as ``{"error": ...}``)."""
     a, m, study, out = spec.name, data.name, gctx.study, gctx.out
+    st = {**STATS_DEFAULTS, **{k: v for k, v in (st or {}).items() if v is not None}}  # callers may pass a partial dict
     if not is_longitudinal(study):
         return {}
     try:
