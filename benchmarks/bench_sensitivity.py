@@ -26,6 +26,8 @@ Usage::
     python benchmarks/bench_sensitivity.py --settings demo --n 10 --studies 1 --out /tmp/sens
     python benchmarks/bench_sensitivity.py --quick        # demo setting, n = 6, one study, no group
     python benchmarks/bench_sensitivity.py --summarise /tmp/sens   # tables of finished studies only
+    python benchmarks/bench_sensitivity.py --kernel 120 --n 10 --clean   # fMRI metrics without the pipeline
+    python benchmarks/bench_sensitivity.py --kernel 120 --n 10 --clean --calibrate   # BOLD_MEASUREMENT_SD
 
 Per study the measurements are cached (``<out>/<setting>/n-<n>/sim-<k>/observed.tsv``), so an
 interrupted run resumes; images are deleted after measuring unless ``--keep``.
@@ -240,59 +242,185 @@ def run_study(out: Path, setting: str, n: int, k: int, seed: int, quick: bool, g
 
 
 # ------------------------------------------------------------------------------------------ kernel level
-def kernel_study(out: Path, n: int, volumes: int, seed: int) -> pd.DataFrame:
+def kernel_study(out: Path, n: int, volumes: int, seed: int, calibrate: bool = False,
+                 clean: bool = False, keep: bool = False) -> pd.DataFrame:
     """fMRI without the pipeline: BOLD simulated in exact MNI position (``scanner='ideal'``, no
     deformation, 3 mm), ReHo (27 neighbours) and ALFF/fALFF computed by the kernels on the raw data
     inside the template brain, each map divided by its brain mean (as the pipeline's z-standardised
-    maps, before smoothing). Observed d per ReHo/ALFF effect = the loss due to the BOLD metric itself
-    (run length, noise, motion) with no registration, cleaning or smoothing."""
+    maps, before smoothing); seed FC = Fisher z of the correlation of the seed ROI's mean series
+    with the target ROI's mean series (ROI) or with each target voxel (voxel), on the raw data.
+    Lateralised (ipsi/contra) effects are measured on each patient's own side (controls: the
+    right-affected mask). Observed d per effect = the loss due to the BOLD metric itself (run
+    length, noise, motion) with no registration, cleaning or smoothing.
+
+    ``clean``: first regress the true head motion (6 parameters of the ground-truth confounds) and
+    a quadratic trend out of every voxel (what an ideal denoising step removes) and compute ReHo on
+    the 0.01-0.08 Hz band (ideal FFT band-pass), as the pipeline and the literature (Zang 2004) do;
+    ALFF/fALFF from the cleaned unfiltered series.
+
+    ``calibrate``: simulate with no measurement-noise compensation
+    (:data:`hfsmri.simulate.effects.BOLD_MEASUREMENT_SD` = 0, the latent shift is the planted d)."""
     from hfsmri.func.alff import alff_falff
     from hfsmri.func.reho import reho
+    from hfsmri.simulate import effects as effects_mod
     from hfsmri.simulate import simulate_study
     from hfsmri.simulate.bold import TR
 
-    root = out / "kernel" / f"vol-{volumes}" / f"n-{n}"
+    tag = f"kernel-{volumes}vol" + ("-clean" if clean else "") + ("-calibrate" if calibrate else "")
+    root = out / tag / f"n-{n}"
     done = root / "observed.tsv"
     if done.is_file():
         return pd.read_csv(done, sep="\t")
     bids = root / "bids"
     if not (bids / "derivatives" / "ground_truth" / "subjects.tsv").is_file():
         shutil.rmtree(bids, ignore_errors=True)
-        simulate_study(bids, n_patients=n, n_controls=n, seed=study_seed(seed, n, volumes), modalities=("func",),
-                       scanner="ideal", deform=False, n_volumes=volumes, n_jobs=1)
+        saved = dict(effects_mod.BOLD_MEASUREMENT_SD)
+        if calibrate:
+            effects_mod.BOLD_MEASUREMENT_SD.update({k: 0.0 for k in saved})
+        try:
+            simulate_study(bids, n_patients=n, n_controls=n, seed=study_seed(seed, n, volumes), modalities=("func",),
+                           scanner="ideal", deform=False, n_volumes=volumes, n_jobs=1)
+        finally:
+            effects_mod.BOLD_MEASUREMENT_SD.update(saved)
     gt = bids / "derivatives" / "ground_truth"
     effects = pd.read_csv(gt / "effects.tsv", sep="\t")
-    effects = effects[effects["analysis"].isin(["reho", "alff"])]
+    effects = effects[effects["analysis"].isin(["reho", "alff", "seed_fc"])]
+    used = {e.id: e for e in effects_mod.load_effects(gt / "effects_used.yaml").effects}
     subj = pd.read_csv(gt / "subjects.tsv", sep="\t")
-    maps = {}
+    side = pd.read_csv(bids / "participants.tsv", sep="\t").set_index("participant_id")["affected_side"]
+    maps, data = {}, {}
     for pid in subj["participant_id"]:
         img = nib.load(next((bids / pid / "func").glob("*_bold.nii.gz")))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        brain = _template_brain_on(img) & (data.mean(-1) > 0)
-        r = reho(data, brain, 27)
-        a, f = alff_falff(data, brain, TR)
+        d4 = np.asarray(img.dataobj, dtype=np.float32)
+        brain = _template_brain_on(img) & (d4.mean(-1) > 0)
+        if clean:
+            conf = pd.read_csv(next((gt / pid / "func").glob("*_desc-confounds_timeseries.tsv")), sep="\t")
+            d4 = _regress_true_confounds(d4, brain, conf)
+        r = reho(_band_pass(d4, brain, TR) if clean else d4, brain, 27)
+        a, f = alff_falff(d4, brain, TR)
         maps[pid] = {m: v / v[brain].mean() for m, v in (("reho", r), ("alff", a), ("falff", f))}
         maps[pid]["_img"] = img
+        data[pid] = d4
     rows = []
     pat = subj.loc[subj["group"] == "HFS", "participant_id"].tolist()
     con = subj.loc[subj["group"] == "HC", "participant_id"].tolist()
-    for e in effects.itertuples():
-        mrel = e.mask_unaligned if isinstance(e.mask_unaligned, str) and e.mask_unaligned != "n/a" else e.mask
-        m = _on_grid(gt / mrel, maps[pat[0]]["_img"]) > 0
-        Vp = np.stack([maps[p][e.metric][m] for p in pat])
-        Vc = np.stack([maps[c][e.metric][m] for c in con])
-        g, lo, hi = hedges_d(Vp.mean(1), Vc.mean(1), int(e.direction))
-        sp = np.sqrt((Vp.var(0, ddof=1) + Vc.var(0, ddof=1)) / 2)
+    ref = maps[pat[0]]["_img"]
+    mask_cache = {}
+
+    def mask_of(rel):
+        if rel not in mask_cache:
+            mask_cache[rel] = _on_grid(gt / rel, ref) > 0
+        return mask_cache[rel]
+
+    def subject_mask(e, pid):
+        """Voxel indices (tuple of arrays) of the effect's mask where this subject carries it:
+        lateralised effects of left-affected patients at the mirror voxels (x -> -x), in the same
+        order as the right-affected mask, so that voxel-wise statistics pair them."""
+        idx = np.nonzero(mask_of(e.mask))
+        if e.hemisphere in ("ipsi", "contra") and pid in pat and side.get(pid) == "L":
+            ijk = np.stack(idx + (np.ones_like(idx[0]),))
+            xyz = ref.affine @ ijk
+            xyz[0] *= -1
+            mir = np.rint(np.linalg.inv(ref.affine) @ xyz)[:3].astype(int)
+            for ax in range(3):
+                mir[ax] = np.clip(mir[ax], 0, ref.shape[ax] - 1)
+            idx = tuple(mir)
+        return idx
+
+    def fisher_z(x, y):
+        x = x - x.mean(0)
+        y = y - y.mean(0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            dv = int(e.direction) * (Vp.mean(0) - Vc.mean(0)) / sp
-        rows.append({"setting": f"kernel-{volumes}vol", "n_per_group": n, "effect_id": e.effect_id,
-                     "analysis": e.analysis, "metric": e.metric, "planted_d": e.cohens_d, "observed_d_roi": g,
-                     "ci_lo": lo, "ci_hi": hi, "observed_d_voxel_median": float(np.nanmedian(dv)),
-                     "control_cv_roi": float(Vc.mean(1).std(ddof=1) / Vc.mean(1).mean()), "n_voxels": int(m.sum())})
+            r = (x * y).sum(0) / np.sqrt((x * x).sum(0) * (y * y).sum(0))
+        return np.arctanh(np.clip(r, -0.999999, 0.999999))
+
+    for e in effects.itertuples():
+        if e.analysis == "seed_fc":
+            eff = used[e.effect_id]
+            seed_m = effects_mod.resolve_region(eff.seed_region, ref)
+            roi, vox = {}, {}
+            for pid in pat + con:
+                tm = subject_mask(e, pid)
+                seed_ts = data[pid][seed_m].mean(0)
+                tv = data[pid][tm].T                   # (t, voxels)
+                roi[pid] = float(fisher_z(seed_ts, tv.mean(1)))
+                vox[pid] = fisher_z(seed_ts[:, None], tv)
+            xp, xc = np.array([roi[p] for p in pat]), np.array([roi[c] for c in con])
+            same = all(vox[p].shape == vox[pat[0]].shape for p in pat + con)
+            Vp = np.stack([vox[p] for p in pat]) if same else None
+            Vc = np.stack([vox[c] for c in con]) if same else None
+            metric = "fc"
+        else:
+            Vp = np.stack([maps[p][e.metric][subject_mask(e, p)] for p in pat])
+            Vc = np.stack([maps[c][e.metric][subject_mask(e, c)] for c in con])
+            xp, xc = Vp.mean(1), Vc.mean(1)
+            metric = e.metric
+        g, lo, hi = hedges_d(xp, xc, int(e.direction))
+        dv_med = np.nan
+        if Vp is not None:
+            sp = np.sqrt((Vp.var(0, ddof=1) + Vc.var(0, ddof=1)) / 2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dv = int(e.direction) * (Vp.mean(0) - Vc.mean(0)) / sp
+            j = 1 - 3 / (4 * (len(Vp) + len(Vc)) - 9)
+            dv_med = float(j * np.nanmedian(dv))
+        rows.append({"setting": tag, "n_per_group": n,
+                     "effect_id": e.effect_id, "analysis": e.analysis, "metric": metric, "planted_d": e.cohens_d,
+                     "observed_d_roi": g, "ci_lo": lo, "ci_hi": hi, "observed_d_voxel_median": dv_med,
+                     "control_sd_roi": float(xc.std(ddof=1)),
+                     "control_cv_roi": float(xc.std(ddof=1) / abs(xc.mean())), "n_voxels": int(Vp.shape[1]) if Vp is not None else 0})
     t = pd.DataFrame(rows)
     t.to_csv(done, sep="\t", index=False)
-    shutil.rmtree(bids, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(bids, ignore_errors=True)
     return t
+
+
+# the observed d that defines each BOLD quantity's calibration (see calibration())
+CALIBRATION_MEASURE = {"reho": ("reho", "observed_d_voxel_median"), "alff": ("alff", "observed_d_voxel_median"),
+                       "fc": ("fc", "observed_d_roi")}
+
+
+def calibration(tab: pd.DataFrame) -> pd.DataFrame:
+    """From a ``--calibrate`` kernel run (latent shift = planted d): per BOLD quantity the median
+    ratio observed/planted d (ReHo, ALFF: at a voxel; FC: ROI to ROI) and the measurement noise
+    ``m = sigma * sqrt(1/ratio^2 - 1)`` (latent-equivalent SD) for
+    :data:`hfsmri.simulate.effects.BOLD_MEASUREMENT_SD`, with the implied reliability."""
+    from hfsmri.simulate.effects import DEFAULT_SIGMA
+
+    rows = []
+    for q, (metric, col) in CALIBRATION_MEASURE.items():
+        t = tab[tab["metric"] == metric]
+        ratio = float(np.median(t[col] / t["planted_d"]))
+        sig = DEFAULT_SIGMA[q]
+        m = sig * np.sqrt(max(1.0 / ratio ** 2 - 1.0, 0.0)) if ratio > 0 else np.inf
+        rows.append({"quantity": q, "measure": col, "n_effects": len(t), "ratio_observed_planted": ratio,
+                     "sigma": sig, "measurement_sd": m, "implied_reliability": sig ** 2 / (sig ** 2 + m ** 2),
+                     "gain": float(np.sqrt(1 + (m / sig) ** 2))})
+    return pd.DataFrame(rows)
+
+
+def _regress_true_confounds(d4: np.ndarray, brain: np.ndarray, conf: pd.DataFrame) -> np.ndarray:
+    """Residuals of the in-brain voxels' series on [1, t, t^2, true motion (6)], mean added back."""
+    n_t = d4.shape[-1]
+    t = np.linspace(-1, 1, n_t)
+    X = np.column_stack([np.ones(n_t), t, t ** 2,
+                         conf[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy(float)])
+    Y = d4[brain].T.astype(np.float64)
+    beta, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    out = d4.copy()
+    out[brain] = (Y - X[:, 1:] @ beta[1:]).T.astype(np.float32)
+    return out
+
+
+def _band_pass(d4: np.ndarray, brain: np.ndarray, tr: float, band=(0.01, 0.08)) -> np.ndarray:
+    """Ideal (FFT) band-pass of the in-brain voxels' series."""
+    n_t = d4.shape[-1]
+    f = np.fft.rfftfreq(n_t, d=tr)
+    spec = np.fft.rfft(d4[brain], axis=-1)
+    spec[:, (f < band[0]) | (f > band[1])] = 0
+    out = np.zeros_like(d4)
+    out[brain] = np.fft.irfft(spec, n=n_t, axis=-1).astype(np.float32)
+    return out
 
 
 def _template_brain_on(img) -> np.ndarray:
@@ -408,6 +536,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the simulated images and derivatives")
     ap.add_argument("--kernel", nargs="+", type=int, metavar="VOLUMES",
                     help="instead: fMRI kernel-level sensitivity (no pipeline) for these BOLD lengths, e.g. 120 240")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="with --kernel: simulate without measurement-noise compensation and print the BOLD "
+                         "calibration (hfsmri.simulate.effects.BOLD_MEASUREMENT_SD)")
+    ap.add_argument("--clean", action="store_true",
+                    help="with --kernel: regress the true motion parameters and a quadratic trend first; "
+                         "ReHo on the 0.01-0.08 Hz band")
     ap.add_argument("--summarise", action="store_true", help="only print the tables of finished studies")
     ap.add_argument("--store", action="store_true",
                     help="write the observed effect sizes into src/hfsmri/simulate/observed_effects.tsv")
@@ -415,15 +549,19 @@ def main(argv=None) -> int:
     if a.quick:
         a.settings, a.n, a.studies, a.group = ["demo"], [6], 1, False
     if a.kernel:
-        tabs = [kernel_study(a.out, n, v, a.seed) for v in a.kernel for n in a.n]
+        tabs = [kernel_study(a.out, n, v, a.seed, a.calibrate, a.clean, a.keep) for v in a.kernel for n in a.n]
         tab = pd.concat(tabs, ignore_index=True)
-        tab.to_csv(a.out / "kernel_sensitivity.tsv", sep="\t", index=False)
+        a.out.mkdir(parents=True, exist_ok=True)
+        tab.to_csv(a.out / ("kernel_calibrate.tsv" if a.calibrate else "kernel_sensitivity.tsv"), sep="\t", index=False)
         cols = ["setting", "n_per_group", "effect_id", "metric", "planted_d", "observed_d_roi", "ci_lo", "ci_hi",
-                "observed_d_voxel_median", "control_cv_roi"]
+                "observed_d_voxel_median", "control_sd_roi"]
         with pd.option_context("display.width", 250, "display.max_rows", 500):
             print(tab[cols].round(3).to_string(index=False))
             print(tab.groupby(["setting", "n_per_group", "metric"])[["planted_d", "observed_d_roi",
-                  "observed_d_voxel_median", "control_cv_roi"]].median().round(3).to_string())
+                  "observed_d_voxel_median", "control_sd_roi"]].median().round(3).to_string())
+            if a.calibrate:
+                print("\ncalibration (-> hfsmri.simulate.effects.BOLD_MEASUREMENT_SD)")
+                print(calibration(tab).round(4).to_string(index=False))
         return 0
     if not a.summarise:
         for setting in a.settings:

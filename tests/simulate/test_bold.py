@@ -64,7 +64,7 @@ def bold_data(bold_study):
 def test_planted_coupling(bold_study, bold_data):
     """thalamusR -> cuneus coupling: in every subject the coupled pair correlates more than the
     thalamus with an uncoupled region of the cuneus' own network (calcarine), and patients (coupling
-    0.3 + 8 x 0.05 = 0.7) more than controls (0.3)."""
+    0.3 + 8 x 0.05 x bold_gain, the planted d being that of the measured FC) more than controls (0.3)."""
     from hfsmri.spatial.atlas import region_mask
 
     p, data, img, gm = bold_data
@@ -83,9 +83,10 @@ def test_planted_coupling(bold_study, bold_data):
 
 
 def test_planted_reho_and_alff(bold_study, bold_data):
-    """Local coherence p = 0.5 -/+ 7 x 0.05: neighbour correlation lower / higher in every patient
-    than in every control; amplitude x exp(10 x 0.06) = 1.8 of the neural signal: higher
-    low-frequency amplitude (region over the rest of GM) in patients."""
+    """Local coherence p = 0.5 -/+ 7 x 0.05 x bold_gain (clipped to 0.01-0.99): neighbour correlation
+    lower / higher in every patient than in every control; amplitude x exp(10 x 0.06 x bold_gain)
+    of the neural signal: higher low-frequency amplitude (region over the rest of GM) in patients
+    (bold_gain: hfsmri.simulate.effects, the planted d being that of the measured metric)."""
     p, data, img, gm = bold_data
     eff = effects_table(bold_study)
     gt = bold_study / "derivatives" / "ground_truth"
@@ -155,6 +156,8 @@ def test_motion_parameters_match_image_motion(main_study):
         for k, col in enumerate(["trans_x", "trans_y", "trans_z"]):
             if conf[col].std() < 0.03:
                 continue
-            assert np.corrcoef(centroid[k], conf[col])[0, 1] > 0.8, (sid, col)
+            # > 0.7, not 1: the slow, spatially smooth neural signal (GM SD ~2.3 %, local part
+            # FWHM 9 mm) also moves the intensity-weighted centroid
+            assert np.corrcoef(centroid[k], conf[col])[0, 1] > 0.7, (sid, col)
             slope = np.polyfit(conf[col], centroid[k], 1)[0]
             assert 0.5 < slope < 1.1, (sid, col, slope)

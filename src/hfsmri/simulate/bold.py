@@ -3,7 +3,7 @@
 Signal in percent of the voxel mean, grey matter::
 
     s(x,t) = a(x) * A_reg * [ R_j(t) + sum_e c_e w_e(x) S_e(t) ]          network / region part
-           + A_loc * [ sqrt(p(x)) L(x,t) + sqrt(1 - p(x)) E(x,t) ]       local part (ReHo)
+           + a(x) * A_loc * [ sqrt(p(x)) L(x,t) + sqrt(1 - p(x)) E(x,t) ]  local part (ReHo)
            + A_th * thermal(x,t)
 
 * ``R_j`` (AAL2 region j): sqrt(.6) N_k(j) + sqrt(.4) own_j — ``N_k`` one slow signal per network
@@ -11,10 +11,13 @@ Signal in percent of the voxel mean, grey matter::
   shape, unit variance.
 * seed FC: ``S_e`` is the seed region's signal, ``w_e`` the effect's target weight, and
   ``c_e = 0.3 + sigma_fc * C_e`` with ``C_e`` the subject's coupling deviation (effect for patients).
-* ReHo: ``L`` is spatially smooth noise (Gaussian, FWHM 6 mm on the native grid) and ``E`` white;
-  the coherence ``p = 0.5 + sigma_reho * Z_reho`` (clipped 0.05-0.95) sets how much of the local
-  signal neighbouring voxels share.
-* ALFF: ``a = exp(sigma_alff * Z_alff)`` scales the low-frequency (neural) part.
+* ReHo: ``L`` is spatially smooth (Gaussian, FWHM 9 mm on the native grid, so that the 27 voxels of
+  a 3 mm neighbourhood share most of it) and ``E`` independent between voxels, both slow (the
+  neural band and spectrum of ``R_j``, unit variance), so ``p`` trades shared for unshared local
+  signal at constant power (ALFF does not change with p); the coherence
+  ``p = 0.5 + sigma_reho * Z_reho`` (clipped 0.01-0.99) sets how much of the local signal
+  neighbouring voxels share.
+* ALFF: ``a = exp(sigma_alff * Z_alff)`` scales the neural (slow) part, regional and local alike.
 * WM carries 30 % of a global signal, CSF aliased respiration (~0.2 Hz) and cardiac pulsation.
 * Head motion: 6 rigid parameters (smooth random walk + rare spikes) acting through the
   first-order motion model ``dS = -grad(M) . u(x,t)``, ``u = t + omega x r`` (``M`` the mean
@@ -32,14 +35,15 @@ from scipy import ndimage
 
 from .anatomy import MniMap, bold_regions, prefiltered
 from .deformation import SubjectTransform, grid_points, native_grid
-from .fields import FWHM_TO_SIGMA, band_limited_noise
+from .fields import FWHM_TO_SIGMA, band_limited_noise, band_limited_spectrum
 from .t1w import bias_field
 
 TR = 2.0
-A_REG, A_LOC, A_TH = 1.0, 0.9, 0.6   # percent signal change
+A_REG, A_LOC, A_TH = 1.0, 2.0, 0.6   # percent signal change
 FC_BASE = 0.3
 P_BASE = 0.5
-LOCAL_FWHM_MM = 6.0
+LOCAL_FWHM_MM = 9.0
+P_CLIP = (0.01, 0.99)
 
 
 def _motion(rng: np.random.Generator, n_t: int, scale: float = 1.0) -> np.ndarray:
@@ -81,6 +85,22 @@ class _Shifter:
     def at(self, delta_s: float) -> np.ndarray:
         phase = np.exp(2j * np.pi * self.freqs * float(delta_s)).reshape(self.shape)
         return np.fft.irfft(self.spec * phase, n=self.n, axis=0).astype(np.float32)
+
+
+def _smooth_band_limited_box(rng: np.random.Generator, box_shape: tuple, n_t: int, sigma_vox) -> np.ndarray:
+    """(X, Y, Z, n_t) float32 noise, spatially Gaussian-smooth (``sigma_vox`` voxels per axis) and
+    band-limited in time like the neural signals (:func:`~hfsmri.simulate.fields.band_limited_noise`
+    spectrum): built from complex Fourier coefficients of the in-band frequencies only, each
+    smoothed in space, then transformed to time (exact, and cheaper than smoothing every volume)."""
+    freqs = np.fft.rfftfreq(n_t, d=TR)
+    shape_amp = band_limited_spectrum(freqs)
+    inband = np.nonzero(shape_amp > 0)[0]
+    spec = np.zeros(tuple(box_shape) + (freqs.size,), np.complex64)
+    for k in inband:
+        re = ndimage.gaussian_filter(rng.standard_normal(box_shape, dtype=np.float32), sigma_vox, mode="constant", truncate=3.0)
+        im = ndimage.gaussian_filter(rng.standard_normal(box_shape, dtype=np.float32), sigma_vox, mode="constant", truncate=3.0)
+        spec[..., k] = (re + 1j * im) * np.float32(shape_amp[k])
+    return np.fft.irfft(spec, n=n_t, axis=-1).astype(np.float32)
 
 
 def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, couplings: dict,
@@ -170,7 +190,7 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     neural *= (A_REG * amp)[None, :]
 
     # local coherent noise on the native grid (ReHo), generated in the brain's bounding box
-    p = np.clip(P_BASE + sigma["reho"] * z_reho.sample(xs), 0.05, 0.95).astype(np.float32)
+    p = np.clip(P_BASE + sigma["reho"] * z_reho.sample(xs), *P_CLIP).astype(np.float32)
     sig_vox = LOCAL_FWHM_MM * FWHM_TO_SIGMA / np.asarray(acq.zooms if not legacy else (resolution_mm,) * 3)
     if legacy:
         sig_vox = float(sig_vox[0])
@@ -180,11 +200,8 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
     inside3 = inside.reshape(shape)
     nz = np.nonzero(inside3)
     bb = tuple(slice(max(int(a.min()) - 2, 0), min(int(a.max()) + 3, n)) for a, n in zip(nz, shape))
-    box = rng.standard_normal(tuple(b.stop - b.start for b in bb) + (n_t,), dtype=np.float32)
-    box = ndimage.gaussian_filter(box, sig4, mode="constant", truncate=3.0)
-    local = box[inside3[bb]].T  # (n_t, nv)
-    del box
-    local /= local.std() + 1e-9
+    local = _smooth_band_limited_box(rng, tuple(b.stop - b.start for b in bb), n_t, sig4[:3])[inside3[bb]].T
+    local /= local.std() + 1e-9  # (n_t, nv)
 
     glob = nets[:, -1]
     time = np.arange(n_t, dtype=np.float32) * TR  # s; respiration/cardiac alias to ~0.2 / ~0.1 Hz at TR 2 s
@@ -197,12 +214,15 @@ def simulate_bold(transform: SubjectTransform, z_reho: MniMap, z_alff: MniMap, c
 
     physio = physio_at(time)
     # all white (independent) parts in one draw: GM local non-shared part, WM and CSF noise, thermal
-    white_sd = np.sqrt((gm * A_LOC) ** 2 * (1.0 - p) + (0.4 * wm) ** 2 + (0.6 * csf) ** 2
+    white_sd = np.sqrt((0.4 * wm) ** 2 + (0.6 * csf) ** 2
                        + (A_TH * noise_scale) ** 2).astype(np.float32)
     pct = rng.standard_normal((n_t, nv), dtype=np.float32)
     pct *= white_sd[None, :]
-    pct += gm[None, :] * (neural + (A_LOC * np.sqrt(p))[None, :] * local)
-    del neural, local
+    pct += gm[None, :] * (neural + (A_LOC * amp * np.sqrt(p))[None, :] * local)
+    del local
+    # the unshared part of the local signal: slow like L, independent between voxels
+    pct += (gm * A_LOC * amp * np.sqrt(1.0 - p))[None, :] * band_limited_noise(rng, nv, n_t, TR)
+    del neural
     if st is None:
         pct += (0.3 * wm + 0.3)[None, :] * glob[:, None]
         pct += csf[None, :] * physio[:, None]

@@ -19,7 +19,10 @@ Size: a subject's noise-free metric at a voxel is ``base * (1 + sigma * Z)`` (``
 for reho/fc, ``exp(sigma * Z)`` amplitude for alff) where ``Z`` is a unit-variance smooth random
 field (between-subject variability). In an effect region a patient's ``Z`` is shifted by
 ``direction * cohens_d`` (times ``post_factor`` in later sessions), so ``cohens_d`` is the
-standardised difference of the noise-free metric at a voxel. With a clinical link
+standardised difference of the noise-free metric at a voxel. BOLD metrics (reho, alff, fc) are
+measured with noise, so their shift is ``cohens_d * bold_gain`` and ``cohens_d`` is the standardised
+difference of the metric an ideal pipeline measures from a 4-minute run (see
+:data:`BOLD_MEASUREMENT_SD`). With a clinical link
 ``{score, r}`` the patient's ``Z`` in the region is ``r * zscore(score) + sqrt(1 - r^2) * Z``, i.e.
 the metric correlates with the score at ``r`` among patients. DTI rows derived from one planted
 diffusivity get their own Cohen's d by a Monte Carlo calculation at a typical tract voxel.
@@ -45,12 +48,33 @@ METRIC_QUANTITY = {"gm": "gm", "fa": "lperp", "rd": "lperp", "md": "lperp", "ad"
                    "reho": "reho", "alff": "alff", "fc": "fc"}
 QUANTITY_SIGN = {"fa": -1, "rd": 1, "md": 1, "ad": 1, "gm": 1, "reho": 1, "alff": 1, "fc": 1}
 QUANTITY_MODALITY = {"gm": "anat", "lperp": "dwi", "lpar": "dwi", "reho": "func", "alff": "func", "fc": "func"}
-DEFAULT_SIGMA = {"gm": 0.10, "lperp": 0.08, "lpar": 0.04, "reho": 0.08, "alff": 0.12, "fc": 0.12}
+DEFAULT_SIGMA = {"gm": 0.10, "lperp": 0.08, "lpar": 0.04, "reho": 0.12, "alff": 0.12, "fc": 0.12}
 HEMISPHERES = {"L", "R", "bilateral", "midline", "ipsi", "contra"}
 CLINICAL_SCORES = {"severity", "duration_months", "hama", "hamd"}
 DTI_ANALYSES = of_stage("dwi")   # the diffusion analyses of hfsmri.analyses, in registry order
 _SEED_RE = re.compile(r"^[A-Za-z0-9]+$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# BOLD metrics are measured, not seen: a subject's ReHo / ALFF / seed FC from a 4-minute run varies
+# around its noise-free value (finite-sample noise of correlations and band power, thermal noise,
+# the run's own realisation of the slow signals). So that ``cohens_d`` is the standardised group
+# difference *of the metric an ideal pipeline measures* (as the literature's effect sizes are), a
+# BOLD effect shifts the latent quantity by ``d * sqrt(sigma^2 + m^2) / sigma`` SD units, where
+# ``m`` (in the quantity's own units: coherence p, log amplitude, coupling c) is the measurement
+# noise expressed as an equivalent latent SD. Implied kernel-level reliability (the latent share
+# of the between-subject variance, an ICC) = sigma^2 / (sigma^2 + m^2).
+# Calibrated once by ``python benchmarks/bench_sensitivity.py --kernel 120 --n 10 --calibrate``
+# (120 volumes at TR 2 s, 3 mm, BOLD in MNI position, ReHo (27 voxels) and ALFF at a voxel, FC
+# between the seed and target ROI means; the numbers are in docs/simulator.md, "Sensitivity").
+# Longer runs have less measurement noise, so at 240 volumes the observed d is somewhat larger.
+BOLD_MEASUREMENT_SD = {"reho": 0.31, "alff": 0.21, "fc": 0.26}
+
+
+def bold_gain(quantity: str, sigma: dict) -> float:
+    """Latent shift per unit of planted Cohen's d for a BOLD quantity (``sqrt(1 + (m/sigma)^2)``)."""
+    m, s = BOLD_MEASUREMENT_SD[quantity], float(sigma[quantity])
+    return float(np.sqrt(1.0 + (m / s) ** 2))
+
 
 # typical coherent tract voxel used to convert a planted diffusivity effect into each metric's d
 TRACT_L1 = 1.7e-3
@@ -396,7 +420,11 @@ def dti_metric_d(quantity: str, q_d: float, sigma_perp: float, sigma_par: float,
 
 def quantity_shift(effect: Effect, sigma: dict) -> float:
     """Shift (in SD units of the planted quantity) that gives the effect's own metric its
-    ``cohens_d``; identical to ``cohens_d`` except for DTI metrics planted through λ⊥/λ∥."""
+    ``cohens_d``: ``cohens_d`` for GM; for BOLD quantities ``cohens_d * bold_gain(quantity, sigma)``
+    (the measured metric's SD includes the measurement noise of a 4-minute run, see
+    :data:`BOLD_MEASUREMENT_SD`); for DTI metrics planted through λ⊥/λ∥ the Monte Carlo shift."""
+    if effect.quantity in BOLD_MEASUREMENT_SD:
+        return float(effect.cohens_d) * bold_gain(effect.quantity, sigma)
     if effect.quantity not in ("lperp", "lpar") or effect.cohens_d == 0:
         return float(effect.cohens_d)
     target = effect.cohens_d

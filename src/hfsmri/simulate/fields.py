@@ -71,6 +71,17 @@ def sample_field(field: np.ndarray, grid: CoarseGrid, xyz: np.ndarray, order: in
                                    prefilter=order > 1).astype(np.float32)
 
 
+def band_limited_spectrum(freqs: np.ndarray, band=(0.01, 0.08), tilt: float = 0.5, floor: float = 0.0) -> np.ndarray:
+    """Amplitude spectral density of :func:`band_limited_noise` at ``freqs`` (Hz): ``(band[0]/f)**tilt``
+    in ``band``, ``floor`` outside, 0 at f = 0."""
+    amp = np.full(np.shape(freqs), float(floor))
+    inband = (freqs >= band[0]) & (freqs <= band[1])
+    safe = np.where(freqs > 0, freqs, 1.0)
+    amp[inband] = (band[0] / safe[inband]) ** tilt
+    amp[0] = 0.0
+    return amp
+
+
 def band_limited_noise(rng: np.random.Generator, n_series: int, n_t: int, tr: float,
                        band=(0.01, 0.08), tilt: float = 0.5, floor: float = 0.0) -> np.ndarray:
     """Unit-variance series (n_t, n_series) with power in ``band`` (Hz) shaped as 1/f**tilt.
@@ -80,11 +91,7 @@ def band_limited_noise(rng: np.random.Generator, n_series: int, n_t: int, tr: fl
     Gaussian process; columns are independent.
     """
     freqs = np.fft.rfftfreq(n_t, d=tr)
-    amp = np.full(freqs.shape, float(floor))
-    inband = (freqs >= band[0]) & (freqs <= band[1])
-    safe = np.where(freqs > 0, freqs, 1.0)
-    amp[inband] = (band[0] / safe[inband]) ** tilt
-    amp[0] = 0.0
+    amp = band_limited_spectrum(freqs, band, tilt, floor)
     coef = rng.standard_normal((freqs.size, n_series)) + 1j * rng.standard_normal((freqs.size, n_series))
     ts = np.fft.irfft(coef * amp[:, None], n=n_t, axis=0)
     ts -= ts.mean(axis=0)

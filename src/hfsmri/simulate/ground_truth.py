@@ -37,7 +37,7 @@ COLUMN_DOC = {
     "region": "region specification (atlas label spec, or JSON of sphere/box/within/tissue)",
     "hemisphere": "L, R, bilateral, midline, ipsi or contra (relative to the patient's affected side)",
     "direction": "+1 patients higher than controls, -1 lower",
-    "cohens_d": "planted standardised difference of the noise-free metric at a voxel (patients - controls, SD units)",
+    "cohens_d": "planted standardised difference of the noise-free metric at a voxel (patients - controls, SD units); reho/alff/fc: of the metric measured from a 4-minute run (hfsmri.simulate.effects.BOLD_MEASUREMENT_SD)",
     "clinical_score": "participants.tsv score the metric correlates with among patients (n/a = none)",
     "clinical_r": "planted correlation (noise-free metric vs score) among patients",
     "mask": "MNI mask (relative path) of the effect, aligned so the affected side is R",
