@@ -167,3 +167,20 @@ def test_report_does_not_depend_on_figure_processes(tmp_path, monkeypatch):
     assert one[2] == two[2] and len(one[2]) >= 4
     assert one[1] == two[1]
     assert one[0] == two[0]
+
+
+def test_report_states_predicted_power_beside_recovery(fake_output):
+    """Issue 23 item 5: on simulated data the ground-truth section states, per scored planted group or
+    clinical test, the predicted power at the study's size beside whether it was recovered (constructed
+    case: 3 of the 4 evaluated group/clinical tests are hits; `not run` stays not evaluated)."""
+    out = fake_output["out"]
+    html = fake_output["report"].read_text()
+    pw = pd.read_csv(out / "report" / "power_vs_recovery.tsv", sep="\t")
+    s = pd.read_csv(out / "report" / "ground_truth_scores.tsv", sep="\t")
+    s = s[s["test"].isin(["group", "clinical"])]
+    assert len(pw) == len(s)
+    want = {(e, t): ("not evaluated" if st == "not run" else "yes" if st == "hit" else "no")
+            for e, t, st in zip(s["effect_id"], s["test"], s["status"])}
+    assert dict(zip(zip(pw["effect_id"], pw["test"]), pw["recovered"])) == want
+    assert "Predicted power beside recovery" in html
+    assert f"observed {sum(v == 'yes' for v in want.values())}" in html and "report/power_vs_recovery.tsv" in html

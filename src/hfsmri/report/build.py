@@ -141,7 +141,7 @@ def role_of(data: ReportData) -> pd.Series:
 
 def participants_section(data: ReportData, out: _Out) -> dict:
     sec = {"available": data.participants is not None, "demographics": None, "sides": None, "excluded": None,
-           "notes": []}
+           "notes": [], "qc_sentence": None, "qc_inclusion": None, "qc_excluded": None}
     gcol, groups = _groups(data)
     excluded = dict(data.run_info.get("excluded") or {})
     if not excluded and data.study.get("exclude"):
@@ -815,13 +815,46 @@ def ground_truth_section(data: ReportData, out: _Out) -> dict | None:
         return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}
     summ = summarise(scores, false)
     colors = {"hit": "hit", "miss": "miss"}
-    return {"error": None, "path": str(data.ground_truth_dir), "false_df": false, "scores_df": scores,
-            "summary": make_table(summ, out.tsv(summ, "ground_truth_summary.tsv")),
-            "scores": make_table(scores, out.tsv(scores, "ground_truth_scores.tsv"), cell_class=lambda i, c: (
-                colors.get(str(scores["status"].iloc[i]), "na") if c in ("status", "hit") else "")),
-            "false": make_table(false, out.tsv(false, "false_clusters.tsv")),
-            "n_hits": int(summ["n_hits"].iloc[0]), "n_evaluated": int(summ["n_evaluated"].iloc[0]),
-            "n_false": len(false)}
+    sec = {"error": None, "path": str(data.ground_truth_dir), "false_df": false, "scores_df": scores,
+           "summary": make_table(summ, out.tsv(summ, "ground_truth_summary.tsv")),
+           "scores": make_table(scores, out.tsv(scores, "ground_truth_scores.tsv"), cell_class=lambda i, c: (
+               colors.get(str(scores["status"].iloc[i]), "na") if c in ("status", "hit") else "")),
+           "false": make_table(false, out.tsv(false, "false_clusters.tsv")),
+           "n_hits": int(summ["n_hits"].iloc[0]), "n_evaluated": int(summ["n_evaluated"].iloc[0]),
+           "n_false": len(false)}
+    sec.update(power_section(data, out))
+    return sec
+
+
+def power_section(data: ReportData, out: _Out) -> dict:
+    """Predicted power beside recovery (issue 23 item 5): for every scored planted group/clinical test,
+    the ROI engine's FWE power at this study's group size (the smaller group) with the effect sizes
+    that survive the pipeline (:func:`hfsmri.power.recovery.power_beside_recovery`, which writes
+    ``report/power_vs_recovery.tsv``), and whether this study recovered it."""
+    from ..power.recovery import power_beside_recovery
+
+    none = {"power": None, "power_error": None}
+    roles = role_of(data)
+    counts = roles.value_counts()
+    if not {"patient", "control"} <= set(counts.index):
+        return none
+    n = int(min(counts["patient"], counts["control"]))
+    try:
+        table = power_beside_recovery(out.root, n)
+    except Exception as exc:  # power is an addition to the report: never lose the report over it
+        log.warning("report: predicted power vs recovery not computed: %s", exc)
+        return {**none, "power_error": f"{type(exc).__name__}: {exc}"}
+    if table is None or table.empty:
+        return none
+    t = table[table["recovered"] != "not evaluated"]
+    expected = float(pd.to_numeric(t["predicted_power_fwe"], errors="coerce").fillna(0).sum())
+    mark = lambda i, c: ("hit" if table["recovered"].iloc[i] == "yes" else "miss"
+                         if table["recovered"].iloc[i] == "no" else "") if c == "recovered" else ""
+    rel = str((out.dir / "power_vs_recovery.tsv").relative_to(out.root))
+    out.tsvs.append(rel)
+    return {**none, "power": make_table(table, rel, cell_class=mark, max_rows=1000),
+            "power_n": n, "power_expected": expected, "power_observed": int((t["recovered"] == "yes").sum()),
+            "power_evaluated": len(t)}
 
 
 # ----------------------------------------------------------------------------- findings
