@@ -9,7 +9,8 @@
   multiprocessing queue (:func:`relay_handler` in the worker, :func:`listen` in the main process),
   from dask workers as dask events (``log_event`` / ``subscribe_topic``, topic :data:`TOPIC`).
 * Repeats: after :data:`REPEAT_LIMIT` console lines with the same message template from the same
-  logger, further ones are held back and counted (the job logs keep them all);
+  logger (information and warnings; errors and stage lines are always shown), further ones are held
+  back and counted (the job logs keep them all);
   :func:`flush_repeats` prints one summary line per template (``... 63 more like: ...``).
 * ``--quiet``: warnings and errors only, no bar; ``-v``: debug.
 """
@@ -70,7 +71,7 @@ class ConsoleHandler(logging.StreamHandler):
         return text
 
     def emit(self, record):
-        if record.levelno < logging.WARNING and record.name != LOGGER:
+        if record.levelno < logging.ERROR and record.name != LOGGER:
             key = (record.name, str(record.msg))
             with self.lock_r:
                 n = self.counts[key] = self.counts.get(key, 0) + 1

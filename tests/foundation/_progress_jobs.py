@@ -27,6 +27,8 @@ jobs = [Job(f"sub-0{i}", job, (f"sub-0{i}", 2.0)) for i in (1, 2)]
 run_jobs(jobs, nprocs=2, omp_nthreads=1)
 for i in range(66):
     log.info("%s: voxel-wise correlation with %s skipped", f"group/reho/m{i}", "hamd")
+for i in range(5):
+    log.warning("voxel-wise correlation with %s not run: residual df = %d < 10", "severity", 5 + i % 2)
 flush_repeats()
 log.warning("a warning")
 print("END", file=sys.stderr, flush=True)

@@ -68,6 +68,9 @@ def test_plain_lines_off_a_terminal_live_from_workers_and_repeats_collapsed():
         assert _first(chunks, f"{s} func") - _first(chunks, f"{s} anat") > 1.0
     rep = [ln for ln in lines if "voxel-wise correlation with hamd skipped" in ln]
     assert len(rep) == 4 and "63 more like" in rep[-1]  # 3 shown, then one summary line
+    warn = [ln for ln in lines if "voxel-wise correlation with severity not run" in ln]
+    assert len(warn) == 4 and "2 more like" in warn[-1]  # warnings collapse too (one template, values differ)
+    assert sum("a warning" in ln for ln in lines) == 1
 
 
 def test_bar_on_a_pseudo_terminal_and_quiet():

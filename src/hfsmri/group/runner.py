@@ -373,9 +373,11 @@ def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st
             continue
         df = len(d.subjects) - np.asarray(d.X).shape[1]
         if score is not None and df < int(st["min_df_correlation"]):
-            msg = (f"voxel-wise correlation with {score} not run: residual df = {df} < "
-                   f"{int(st['min_df_correlation'])} (stats.min_df_correlation); ROI correlations only")
-            gctx.log.warning(msg)
+            template = ("voxel-wise correlation with %s not run: residual df = %d < %d (stats.min_df_correlation); "
+                        "ROI correlations only")  # one template: the console collapses its repeats
+            args = (score, df, int(st["min_df_correlation"]))
+            msg = template % args
+            gctx.log.warning(template, *args)
             if notes is not None:
                 notes.append(msg)
             continue
