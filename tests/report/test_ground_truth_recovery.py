@@ -68,3 +68,45 @@ def test_recovery_scored_voxelwise_and_not_for_roi_tables(tmp_path):
     # a cross-sectional study has no recovery tests
     scores, _ = score_effects(effects, res, gt)
     assert set(scores.test) == {"group"}
+
+
+def test_roi_finding_status_planted_related_or_not():
+    """Ground truth of significant ROI rows (report findings): the planted region with the planted
+    sign is "planted" (tract names with a camelCase side, declared ROI specs, ipsi/contra effects on
+    either side when unflipped and only on the aligned side when flipped); a planted effect of another
+    metric of the same acquisition in the ROI is "related"; anything else "not planted"."""
+    from hfsmri.report.ground_truth import _name_key, related_effects, roi_row_status
+
+    assert _name_key("slfL") == ("slf", "l") and _name_key("plicR") == ("plic", "r")
+    assert _name_key("ccBody") == ("ccbody", None) and _name_key("Thalamus_L") == ("thalamus", "l")
+    eff = pd.DataFrame([
+        {"effect_id": "wm-slf", "analysis": "dwi_rois", "metric": "md", "direction": -1, "cohens_d": 2.0,
+         "region": "juelich:WM_Superior_longitudinal_fascicle_L+juelich:WM_Superior_longitudinal_fascicle_R",
+         "hemisphere": "bilateral", "clinical_score": "severity", "clinical_r": -0.7},
+        {"effect_id": "reho-cingulate-l", "analysis": "reho", "metric": "reho", "direction": -1, "cohens_d": 2.0,
+         "region": "aal:Cingulate_Mid_L", "hemisphere": "L", "clinical_score": "n/a", "clinical_r": np.nan},
+        {"effect_id": "alff-precentral-contra", "analysis": "alff", "metric": "alff", "direction": 1,
+         "cohens_d": 2.0, "region": "aal:Precentral_L", "hemisphere": "contra", "clinical_score": "n/a",
+         "clinical_r": np.nan},
+        {"effect_id": "gm-thalamus", "analysis": "vbm", "metric": "gm", "direction": -1, "cohens_d": 1.8,
+         "region": "aal:Thalamus_L+aal:Thalamus_R", "hemisphere": "bilateral", "clinical_score": "n/a",
+         "clinical_r": np.nan}])
+    st = lambda *a, **k: roi_row_status(eff, *a, **k)
+    assert st("dwi_rois", "md", "slfL", -1.0) == "planted"
+    assert st("dwi_rois", "md", "slfR", +1.0) == "not planted"                    # wrong sign
+    assert st("dwi_rois", "md", "slfL", -1.0, score="severity") == "planted"      # r < 0 as planted
+    assert st("dwi_rois", "md", "slfL", -1.0, score="hama") == "not planted"
+    assert st("dwi_rois", "md", "cstL", -1.0) == "not planted"
+    # declared ROI spec: the table name MCC_L is aal:Cingulate_Mid_L
+    assert st("reho", "reho", "MCC_L", -1.0, roi_spec="aal:Cingulate_Mid_L") == "planted"
+    assert st("reho", "reho", "MCC_L", -1.0) == "not planted"
+    # the same region in ALFF: a planted ReHo effect of the same BOLD signal -> related
+    assert st("alff", "alff", "MCC_L", -1.0, roi_spec="aal:Cingulate_Mid_L") == "related (reho-cingulate-l)"
+    # ipsi/contra: unflipped -> either side; flipped to L -> the mirrored side only
+    assert st("alff", "alff", "Precentral_R", 1.0) == "planted"
+    assert st("alff", "alff", "Precentral_L", 1.0, flip_to="R") == "planted"
+    assert st("alff", "alff", "Precentral_L", 1.0, flip_to="L") == "not planted"
+    assert st("alff", "alff", "Precentral_R", 1.0, flip_to="L") == "planted"
+    # another acquisition is never "related": GM thalamus does not make a BOLD ROI related
+    assert set(related_effects(eff, "alff", "alff")["effect_id"]) == {"reho-cingulate-l"}
+    assert set(related_effects(eff, "dwi_rois", "fa")["effect_id"]) == {"wm-slf"}

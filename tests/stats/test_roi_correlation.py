@@ -96,3 +96,34 @@ def test_roi_glm_exact_small():
     out = roi_glm(tab, d, n_perm=1000)
     assert out.attrs["exact"] and out.attrs["n_null"] == 20
     assert out.p_perm.iloc[0] == pytest.approx(2 / 20)  # the observed split and its mirror image
+
+
+def test_cluster_rois_are_their_own_family(fake_study, participants):
+    """ROIs made from significant clusters (selected by the group contrast) form a second family:
+    the a priori rows equal roi_tests on the a priori ROIs alone (FDR/FWE not changed by the
+    clusters), the cluster rows equal roi_tests on the clusters alone; every row says its set."""
+    from hfsmri.group.runner import roi_families
+
+    rng = np.random.default_rng(5)
+    is_p = (participants.group == "HFS").to_numpy()
+    idx = ["sub-" + s for s in participants.index]
+    apriori = pd.DataFrame({"thal_L": rng.normal(size=20) - 0.8 * is_p, "noise": rng.normal(size=20)}, index=idx)
+    clusters = pd.DataFrame({"cluster-patient-lt-control-1": rng.normal(size=20) - 3.0 * is_p,
+                             "cluster-patient-lt-control-2": rng.normal(size=20) - 2.5 * is_p}, index=idx)
+    kw = dict(n_perm=199, alpha=0.05, random_state=3)
+    both = roi_families(pd.concat([apriori, clusters], axis=1), fake_study, **kw)
+    for part, name in ((apriori, "a priori"), (clusters, "cluster")):
+        alone = roi_tests(part, fake_study, **kw)
+        got = both.rois[both.rois.roi_set == name].drop(columns="roi_set").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone.rois.reset_index(drop=True), check_dtype=False)
+        gotc = both.correlations[both.correlations.roi_set == name].drop(columns="roi_set").reset_index(drop=True)
+        pd.testing.assert_frame_equal(gotc, alone.correlations.reset_index(drop=True), check_dtype=False)
+    # pooled, the clusters' tiny p-values would have changed the a priori rows' FDR and FWE p
+    pooled = roi_tests(pd.concat([apriori, clusters], axis=1), fake_study, **kw).rois.set_index("roi")
+    mine = both.rois.set_index("roi")
+    assert (pooled.loc["thal_L", "p_perm_fwe"] != mine.loc["thal_L", "p_perm_fwe"]
+            or pooled.loc["noise", "p_fdr"] != mine.loc["noise", "p_fdr"])
+    assert list(both.values.columns) == ["participant_id", *apriori.columns, *clusters.columns]
+    assert set(both.meta["RoiSets"]) == {"a priori", "cluster"}
+    only = roi_families(apriori, fake_study, **kw)
+    assert set(only.rois.roi_set) == {"a priori"} and "RoiSets" not in only.meta

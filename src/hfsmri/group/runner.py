@@ -299,8 +299,6 @@ def roi_means(maps: dict, subjects, rois: dict, k=None) -> pd.DataFrame:
 def run_metric(gctx, spec, data: MetricData, kept: list | None = None) -> dict:
     """Designs, inference, ROI tables and writing of one metric (see module doc); ``kept`` receives
     ``(metric, results, mask, affine)`` for a family over metrics."""
-    from ..stats.roi import roi_tests
-
     out, st, eng = gctx.out, stats_of(gctx), engines(gctx)
     a, m = spec.name, data.name
     summary = {"n_subjects": len(data.subjects), "excluded": dict(data.excluded),
@@ -336,8 +334,8 @@ def run_metric(gctx, spec, data: MetricData, kept: list | None = None) -> dict:
             raise HfsmriError(f"{a}/{m}: only {len(table)} participants have ROI values; at least {MIN_SUBJECTS} "
                               "are needed")
         extra = None if data.extra is None else data.extra.loc[[s for s in table.index if s in data.extra.index]]
-        r = roi_tests(table, gctx.study, extra=extra, n_perm=roi_n_perm(st), alpha=float(st["alpha"]),
-                      random_state=int(st["random_seed"]), harmonise=eng["harmonise"])
+        r = roi_families(table, gctx.study, extra=extra, n_perm=roi_n_perm(st), alpha=float(st["alpha"]),
+                         random_state=int(st["random_seed"]), harmonise=eng["harmonise"])
         write.roi_results(out, a, m, r)
         summary["n_rois"] = int(table.shape[1])
     if is_longitudinal(gctx.study):
@@ -389,8 +387,46 @@ def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st
     return out
 
 
+#: ROI-name prefix of the regions made from significant clusters (:func:`cluster_rois`)
+CLUSTER_ROI_PREFIX = "cluster-"
+#: ``roi_set`` values of the ROI tables: the declared regions, and the clusters the voxel-wise group test found
+ROI_SETS = {"a priori": "declared before the analysis (one family)",
+            "cluster": "significant clusters of the voxel-wise group test (a second family; their group "
+                       "test is circular — selected by the same data — and is descriptive only)"}
+
+
+def roi_families(table: pd.DataFrame, study, **kw):
+    """:func:`~hfsmri.stats.roi.roi_tests` of the a priori ROIs and, separately, of the cluster ROIs
+    (names starting :data:`CLUSTER_ROI_PREFIX`): each set is its own multiple-comparison family
+    (max-|t| FWE and BH FDR within the set), so clusters selected by the voxel-wise test neither
+    loosen the FDR of the declared regions nor tighten their FWE. The rows carry ``roi_set``
+    (:data:`ROI_SETS`); one :class:`~hfsmri.stats.roi.RoiResult` with both sets."""
+    from ..stats.roi import RoiResult, roi_tests
+
+    cl = [c for c in table.columns if str(c).startswith(CLUSTER_ROI_PREFIX)]
+    parts = [(name, cols) for name, cols in (("a priori", [c for c in table.columns if c not in cl]),
+                                             ("cluster", cl)) if cols]
+    res = [(name, roi_tests(table[cols], study, **kw)) for name, cols in parts]
+    if len(res) == 1 and res[0][0] == "a priori":
+        r = res[0][1]
+        r.rois.insert(1, "roi_set", "a priori")
+        r.correlations.insert(1, "roi_set", "a priori")
+        return r
+    rois = pd.concat([r.rois.assign(roi_set=n) for n, r in res], ignore_index=True)
+    corr = pd.concat([r.correlations.assign(roi_set=n) for n, r in res], ignore_index=True)
+    for df in (rois, corr):
+        df.insert(1, "roi_set", df.pop("roi_set"))
+    values = res[0][1].values
+    for _, r in res[1:]:
+        values = values.merge(r.values, on="participant_id", how="outer")
+    meta = dict(res[0][1].meta)
+    meta["RoiSets"] = {n: ROI_SETS[n] for n, _ in res}
+    return RoiResult(rois=rois, correlations=corr, values=values, meta=meta)
+
+
 def cluster_rois(results, mask, alpha: float, n: int = 10) -> dict:
-    """The ``n`` largest significant clusters of each group contrast (as written: float32 −log10 p)."""
+    """The ``n`` largest significant clusters of each group contrast (as written: float32 −log10 p),
+    named ``cluster-<contrast>-<k>``."""
     from scipy import ndimage
 
     from ..stats.design import group_contrast
@@ -405,7 +441,7 @@ def cluster_rois(results, mask, alpha: float, n: int = 10) -> dict:
         if k:
             sizes = ndimage.sum(lab > 0, lab, index=np.arange(1, k + 1))
             for j, i in enumerate(np.argsort(-sizes)[:n], start=1):
-                rois[f"cluster-{r.contrast}-{j}"] = lab == (i + 1)
+                rois[f"{CLUSTER_ROI_PREFIX}{r.contrast}-{j}"] = lab == (i + 1)
     return rois
 
 

@@ -20,8 +20,8 @@ from . import figures as F
 from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
 from .demographics import demographics_table, sides_table
-from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, score_effects,
-                           summarise)
+from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, roi_row_status,
+                           score_effects, summarise)
 from .methods import methods_markdown, methods_sections, versions
 from .units import metric_unit, stat_label
 
@@ -816,6 +816,7 @@ def ground_truth_section(data: ReportData, out: _Out) -> dict | None:
     summ = summarise(scores, false)
     colors = {"hit": "hit", "miss": "miss"}
     sec = {"error": None, "path": str(data.ground_truth_dir), "false_df": false, "scores_df": scores,
+           "effects_df": data.effects, "flip_to": data.study.get("flip_to"),
            "summary": make_table(summ, out.tsv(summ, "ground_truth_summary.tsv")),
            "scores": make_table(scores, out.tsv(scores, "ground_truth_scores.tsv"), cell_class=lambda i, c: (
                colors.get(str(scores["status"].iloc[i]), "na") if c in ("status", "hit") else "")),
@@ -864,7 +865,9 @@ FINDINGS_COLUMNS = ("analysis", "metric", "contrast", "peak_mni", "peak_label", 
 
 def _planted(row: dict, gt: dict | None) -> str:
     """"planted" / "not planted" (a false cluster of the ground-truth scoring: its 26-connected
-    component touches no planted mask) for a cluster on simulated data; "unknown" without ground truth."""
+    component touches no planted mask of its metric) / "related (<effect ids>)" (a false cluster that
+    touches the mask of a planted effect of another metric on the same acquisition, e.g. ALFF at a
+    seed-FC target) for a cluster on simulated data; "unknown" without ground truth."""
     if not gt or gt.get("error") or gt.get("false_df") is None:
         return "unknown"
     false = gt["false_df"]
@@ -873,8 +876,16 @@ def _planted(row: dict, gt: dict | None) -> str:
     pk = np.asarray(row.get("_gt_peak", [row["peak_x"], row["peak_y"], row["peak_z"]]), float)
     for _, r in f.iterrows():
         if np.allclose([r["peak_x"], r["peak_y"], r["peak_z"]], pk, atol=1e-3):
-            return "not planted"
+            ov = str(r.get("overlaps", "none"))
+            return "not planted" if ov in ("none", "", "nan") else f"related ({ov.replace(',', ', ')})"
     return "planted"
+
+
+def _declared_rois(analysis: str) -> dict:
+    """ROI name -> region spec declared by the analysis' spec (:class:`hfsmri.analyses.RoiSet`)."""
+    spec = ANALYSES.get(analysis)
+    return {str(n): str(v) for rs in (spec.rois if spec is not None else ()) for n, v in dict(rs.regions).items()
+            if isinstance(v, str)}
 
 
 def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
@@ -894,16 +905,26 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
                 es = next((f"{ {'hedges_g': 'g', 'cohens_d': 'd'}.get(k, k)} = {float(r[k]):.2f}" for k in ("hedges_g", "cohens_d", "r")
                            if k in df.columns and pd.notna(r[k])), "")
                 contrast = str(r.get("contrast", r.get("direction", r.get("score", what))))
+                score = str(r["score"]) if what == "correlations" and "score" in df.columns else None
+                cluster = str(r.get("roi_set", "")) == "cluster" or str(r[rc]).startswith("cluster-")
                 status = "unknown"
-                if gt and not gt.get("error") and gt.get("scores_df") is not None:
-                    sc = gt["scores_df"]
-                    hit = sc[(sc["analysis"] == res.analysis) & (sc["metric"] == res.metric) & (sc["hit"] == 1)]
-                    status = "planted" if any(norm(str(reg).split(":")[-1]) == norm(str(r[rc]))
-                                              for reg in hit["region"]) else "not planted"
+                if cluster:
+                    status = "cluster ROI"
+                elif gt and not gt.get("error") and gt.get("effects_df") is not None:
+                    status = roi_row_status(gt["effects_df"], res.analysis, res.metric, str(r[rc]),
+                                            float(np.sign(pd.to_numeric(stat, errors="coerce"))), score=score,
+                                            flip_to=gt.get("flip_to"), roi_spec=_declared_rois(res.analysis).get(str(r[rc])))
+                # a cluster ROI's group test is circular (the cluster was selected by the same group
+                # contrast): in the TSV, never a headline; its clinical correlations are findings with a note
+                finding = not (cluster and what == "rois")
+                note = f"{what}.tsv, {pc}"
+                if cluster:
+                    note += ("; cluster ROI selected by the voxel-wise group test: circular, descriptive only"
+                             if what == "rois" else "; ROI = a significant cluster of the group test")
                 rows.append({"analysis": res.analysis, "metric": res.metric, "contrast": contrast,
                              "peak_mni": "ROI", "peak_label": str(r[rc]), "peak_stat": stat, "p_fwe": float(p[i]),
                              "effect_size": es, "n_voxels": np.nan, "volume_mm3": np.nan, "p_family": np.nan,
-                             "ground_truth": status, "finding": True, "note": f"{what}.tsv, {pc}",
+                             "ground_truth": status, "finding": finding, "note": note,
                              "anchor": sec["anchor"]})
     return rows
 
@@ -1064,6 +1085,13 @@ def build_report(output_dir, ground_truth_dir=None, title: str | None = None, n_
     if len(fdf):
         out.tsv(fdf.drop(columns="anchor"), "findings.tsv")
     headline = fdf[fdf["finding"].astype(bool)] if len(fdf) else fdf
+    if gt is not None and not gt.get("error") and len(headline):
+        st = headline["ground_truth"].astype(str)
+        n_rel = int(st.str.startswith("related").sum())
+        scope += (f" Simulated data: {int((st == 'planted').sum())} of these {len(headline)} findings are planted "
+                  f"effects, {n_rel} lie on a planted effect of another metric of the same acquisition "
+                  f"(\"related\": the simulator changed that signal too) and {int((st == 'not planted').sum())} "
+                  "are not planted (false).")
     findings = {"scope": scope, "n_all": len(fdf), "n": len(headline), "tsv": "report/findings.tsv" if len(fdf) else None,
                 "rows": [{k: (fmt_value(v, k) if k not in ("anchor",) else v) for k, v in r.items()}
                          for r in headline.to_dict("records")],

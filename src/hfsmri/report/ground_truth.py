@@ -184,6 +184,9 @@ def _name_key(name: str) -> tuple[str, str | None]:
     m = re.match(r"(?i)^(.+?)[_\s.-]+(l|r|left|right|lh|rh)$", s)
     if m:
         return norm(m.group(1)), m.group(2)[0].lower()
+    m = re.match(r"^([a-z][a-z0-9]*[a-z0-9])([LR])$", s)  # camelCase side suffix: slfL, plicR, amygdalaR
+    if m:
+        return norm(m.group(1)), m.group(2).lower()
     return norm(s), None
 
 
@@ -203,13 +206,26 @@ def region_tokens(region, effect_id=None) -> list[tuple[str, str | None]]:
         if bits and bits[-1].lower() in ("l", "r"):
             side = bits.pop().lower()
         core = [b for b in bits[1:] if len(b) >= 3] if len(bits) > 1 else bits
+        # an id without a side letter takes the sides of its region labels (ipsi/contra effects are
+        # written for one side; a side-free key would match both)
+        sides = [side] if side else sorted({ks for _, ks in keys if ks}) or [None]
         for b in core:
-            keys.append((norm(b), side))
+            keys += [(norm(b), sd) for sd in sides]
     return keys
 
 
-def roi_matches(roi_name, keys) -> bool:
+def roi_matches(roi_name, keys, roi_spec=None) -> bool:
+    """Whether an ROI (its table name, and the label names of its region spec when known) matches
+    any of the effect's ``keys`` (:func:`region_tokens`)."""
+    if roi_spec is not None:
+        names = [k for k in region_tokens(roi_spec)]
+        if any(_key_matches(c, sd, keys) for c, sd in names):
+            return True
     core, side = _name_key(roi_name)
+    return _key_matches(core, side, keys)
+
+
+def _key_matches(core, side, keys) -> bool:
     if not core:
         return False
     for kc, ks in keys:
@@ -219,6 +235,50 @@ def roi_matches(roi_name, keys) -> bool:
         if same and (ks is None or side is None or ks == side):
             return True
     return False
+
+
+def _mirrored_keys(keys) -> list[tuple[str, str | None]]:
+    return [(k, {"l": "r", "r": "l"}.get(side, side)) for k, side in keys]
+
+
+def roi_row_status(effects: pd.DataFrame, analysis: str, metric: str, roi, sign: float,
+                   score: str | None = None, flip_to: str | None = None, roi_spec=None) -> str:
+    """Ground truth of one significant ROI row: ``"planted"`` when a planted effect of this
+    analysis/metric lies in the ROI (label-name match as the scoring, :func:`roi_matches`; for
+    ipsi/contra effects the side the study's ``flip_to`` puts them on, either side when unflipped)
+    with the row's sign (group row: sign of t against the effect's direction; correlation row
+    (``score``): sign of r against ``clinical_r`` of that score), else ``"not planted"``.
+    ``roi_spec``: the ROI's region spec when the analysis declares it (its label names match too).
+    ``"related (<effect ids>)"`` when instead a planted effect of another analysis/metric on the same
+    acquisition lies in the ROI (:func:`related_effects`; e.g. ALFF in a region with planted ReHo)."""
+    if effects is None or not len(effects) or not np.isfinite(sign) or sign == 0:
+        return "not planted"
+    for _, e in effects.iterrows():
+        if str(e.get("analysis")) != analysis or metric not in metric_aliases(str(e.get("metric")), flip_to):
+            continue
+        if score is None:
+            want = e.get("direction")
+            if not _finite(want) or float(want) == 0 or (_finite(e.get("cohens_d")) and float(e["cohens_d"]) == 0):
+                continue
+        else:
+            if str(e.get("clinical_score") or "").strip() != score or not _finite(e.get("clinical_r")):
+                continue
+            want = e["clinical_r"]
+        if np.sign(float(want)) != np.sign(sign):
+            continue
+        keys = region_tokens(e.get("region"), e.get("effect_id"))
+        mode = _mirror_mode(e.get("hemisphere"), flip_to)
+        cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
+        if roi_matches(roi, cand, roi_spec):
+            return "planted"
+    rel = []
+    for _, e in related_effects(effects, analysis, metric, flip_to).iterrows():
+        keys = region_tokens(e.get("region"), e.get("effect_id"))
+        mode = _mirror_mode(e.get("hemisphere"), flip_to)
+        cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
+        if roi_matches(roi, cand, roi_spec):
+            rel.append(str(e["effect_id"]))
+    return f"related ({', '.join(sorted(set(rel)))})" if rel else "not planted"
 
 
 # ----------------------------------------------------------------------------- contrasts
@@ -374,8 +434,36 @@ def score_effects(effects: pd.DataFrame, results, gt_dir, alpha: float = 0.05,
     return scores, false_clusters(effects, results, masks, thr)
 
 
+def modality_of(analysis: str) -> str | None:
+    """The acquisition an analysis reads (T1w, dwi, bold; :data:`hfsmri.qc.decisions.STAGE_MODALITY`)."""
+    from ..analyses import ANALYSES
+    from ..qc.decisions import STAGE_MODALITY
+
+    spec = ANALYSES.get(str(analysis))
+    return STAGE_MODALITY.get(spec.stage) if spec is not None else None
+
+
+def related_effects(effects: pd.DataFrame, analysis: str, metric: str, flip_to=None) -> pd.DataFrame:
+    """Planted effects of *other* analyses/metrics on the same acquisition (e.g. seed-FC coupling and
+    ReHo for an ALFF map: the simulator changed the BOLD signal there, so the map can differ too)."""
+    if effects is None or not len(effects):
+        return effects
+    mod = modality_of(analysis)
+    same = np.array([str(a) == analysis and metric in metric_aliases(str(m), flip_to)
+                     for a, m in zip(effects["analysis"], effects["metric"])], dtype=bool)
+    other = np.array([modality_of(str(a)) == mod for a in effects["analysis"]], dtype=bool)
+    def nonzero(col):
+        vals = effects[col] if col in effects.columns else [np.nan] * len(effects)
+        return np.array([_finite(v) and float(v) != 0 for v in vals], dtype=bool)
+
+    planted = nonzero("direction") | nonzero("clinical_r")
+    return effects[~same & other & planted]
+
+
 def false_clusters(effects: pd.DataFrame, results, masks: _Masks, thr: float) -> pd.DataFrame:
-    """Significant clusters (26-connected, −log10 p > ``thr``) touching no planted mask of their metric."""
+    """Significant clusters (26-connected, −log10 p > ``thr``) touching no planted mask of their
+    metric. ``overlaps``: the planted effects of other analyses/metrics on the same acquisition whose
+    mask the cluster touches (:func:`related_effects`), comma-separated, or "none"."""
     from .figures import peak_labels
 
     rows = []
@@ -399,17 +487,26 @@ def false_clusters(effects: pd.DataFrame, results, masks: _Masks, thr: float) ->
                     planted |= m
             lab, n = ndimage.label(sig, structure=structure)
             vox_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
+            related = None
             for k in range(1, n + 1):
                 comp = lab == k
                 if (comp & planted).any():
                     continue
+                if related is None:  # masks of planted effects of other metrics on this acquisition
+                    related = []
+                    for _, e in related_effects(effects, res.analysis, res.metric, masks.flip_to).iterrows():
+                        m = _row_mask(masks, e, img.shape, img.affine)
+                        if m is not None and m.any():
+                            related.append((str(e["effect_id"]), m))
+                touch = sorted({eid for eid, m in related if (comp & m).any()})
                 idx = np.argwhere(comp)
                 peak = idx[np.argmax(logp[comp])]
                 xyz = (img.affine @ np.r_[peak, 1.0])[:3]
                 rows.append({"analysis": res.analysis, "metric": res.metric, "contrast": cname, "cluster": k,
                              "n_voxels": int(comp.sum()), "volume_mm3": comp.sum() * vox_mm3,
                              "peak_x": xyz[0], "peak_y": xyz[1], "peak_z": xyz[2],
-                             "peak_logp": float(logp[tuple(peak)]), "aal_label": "", "overlaps": "none"})
+                             "peak_logp": float(logp[tuple(peak)]), "aal_label": "",
+                             "overlaps": ",".join(touch) if touch else "none"})
     df = pd.DataFrame(rows, columns=FALSE_COLUMNS)
     if len(df):
         df["aal_label"] = peak_labels(df[["peak_x", "peak_y", "peak_z"]].to_numpy())
@@ -422,4 +519,6 @@ def summarise(scores: pd.DataFrame, false: pd.DataFrame) -> pd.DataFrame:
     n, h = len(ev), int(ev["hit"].sum()) if len(ev) else 0
     return pd.DataFrame([{"n_planted_tests": len(scores), "n_evaluated": n, "n_hits": h, "n_misses": n - h,
                           "sensitivity": h / n if n else np.nan, "n_not_evaluated": len(scores) - n,
-                          "n_false_clusters": len(false)}])
+                          "n_false_clusters": len(false),
+                          "n_false_clusters_unrelated": int((false["overlaps"].astype(str) == "none").sum())
+                          if len(false) and "overlaps" in false.columns else 0}])
