@@ -166,3 +166,22 @@ def test_effect_sizes_of_a_constant_column_are_missing_without_warnings():
     assert np.isnan(r.loc["const", "cohens_d"]) and np.isnan(r.loc["const", "t_welch"])
     ref = stats.ttest_ind([1, 2, 3], [4, 5, 7.0], equal_var=False)
     assert r.loc["x", "t_welch"] == ref.statistic and r.loc["x", "p_uncorrected"] == ref.pvalue
+
+
+def test_long_roi_tables_show_the_smallest_p_first_and_keep_every_row_in_the_tsv():
+    """The HTML shows the HTML_ROI_ROWS rows with the smallest corrected p of a long ROI table (e.g.
+    graph metrics over 120 AAL nodes), so the report stays small; short tables keep their order."""
+    import numpy as np
+    import pandas as pd
+
+    from hfsmri.report.build import HTML_ROI_ROWS, top_rows
+
+    rng = np.random.default_rng(0)
+    n = HTML_ROI_ROWS + 37
+    df = pd.DataFrame({"roi": [f"r{i}" for i in range(n)], "t": rng.normal(size=n), "p_fdr": rng.uniform(size=n)})
+    shown = top_rows(df)
+    assert len(shown) == HTML_ROI_ROWS
+    assert list(shown["roi"]) == list(df.sort_values("p_fdr")["roi"][:HTML_ROI_ROWS])
+    assert top_rows(df.head(5)).equals(df.head(5))
+    es = pd.DataFrame({"roi": [f"r{i}" for i in range(n)], "hedges_g": rng.normal(size=n)})
+    assert list(top_rows(es)["roi"]) == list(es.reindex(es["hedges_g"].abs().sort_values(ascending=False).index)["roi"][:HTML_ROI_ROWS])

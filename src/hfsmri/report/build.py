@@ -28,6 +28,8 @@ from .units import metric_unit, stat_label
 log = logging.getLogger("hfsmri")
 
 MAX_TABLE_ROWS = 300
+#: rows of a per-ROI table shown in the HTML (smallest corrected p first; every row is in the TSV)
+HTML_ROI_ROWS = 40
 _ANALYSIS_ORDER = {a: i for i, a in enumerate(ANALYSES)}   # the registry's order
 QC_ROBUST_Z = 3.5
 QC_PRIORITY = ("fd", "motion", "tsnr", "dice", "direction", "outlier", "flag", "snr", "tiv", "volume")
@@ -76,6 +78,22 @@ def make_table(df: pd.DataFrame | None, tsv: str | None = None, caption: str = "
         rows.append([(fmt_value(r[c], c), cell_class(i, c) if cell_class else "") for c in df.columns])
     return Table(columns=[str(c) for c in df.columns], rows=rows, tsv=tsv, caption=caption,
                  truncated=max(0, len(df) - max_rows))
+
+
+def top_rows(df: pd.DataFrame, n: int = HTML_ROI_ROWS) -> pd.DataFrame:
+    """The ``n`` rows a reader needs first: smallest corrected p (:data:`P_COLUMNS` order), else
+    largest |Hedges g| / |r|; tables of at most ``n`` rows keep their order. The TSV keeps all."""
+    if df is None or len(df) <= n:
+        return df
+    pc = pick_column(df, P_COLUMNS)
+    if pc is not None:
+        key = pd.to_numeric(df[pc], errors="coerce").fillna(np.inf)
+    else:
+        ec = pick_column(df, ("hedges_g", "cohens_d", "r"))
+        if ec is None:
+            return df
+        key = -pd.to_numeric(df[ec], errors="coerce").abs().fillna(-np.inf)
+    return df.loc[key.sort_values(kind="stable").index[:n]]
 
 
 def sig_rows(df: pd.DataFrame, alpha: float):
@@ -729,8 +747,10 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
         if res.contrasts[cname].logp is not None:
             summary_rows.append(summ)
     if res.rois is not None:
-        sec["rois"] = make_table(with_units(res.rois, unit), out.rel(res.path / "rois.tsv"),
-                                 cell_class=sig_rows(res.rois, alpha))
+        shown = top_rows(res.rois)
+        sec["rois"] = make_table(with_units(shown, unit), out.rel(res.path / "rois.tsv"),
+                                 cell_class=sig_rows(shown, alpha))
+        sec["rois"].truncated = len(res.rois) - len(shown)
         for _, r in res.rois.iterrows():
             pc = pick_column(res.rois, P_COLUMNS)
             summary_rows.append({"analysis": res.analysis, "metric": res.metric,
@@ -741,10 +761,13 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
     if res.values is not None and len(roles):
         es = _effect_sizes(res.values, roles)
         name = F.safe_name(res.analysis, res.metric)
-        sec["effect_sizes"] = make_table(with_units(es, unit), out.tsv(es, f"{name}_effect_sizes.tsv"),
+        es_path = out.tsv(es, f"{name}_effect_sizes.tsv")
+        es_shown = top_rows(es)
+        sec["effect_sizes"] = make_table(with_units(es_shown, unit), es_path,
                                          caption="Patients − controls: Cohen's d (pooled SD), Hedges' g with "
                                                  "approximate 95 % CI, Welch t-test (uncorrected)"
                                                  + (f"; means in {unit}." if unit else "."))
+        sec["effect_sizes"].truncated = len(es) - len(es_shown)
         ann = {r["roi"]: f"g = {r['hedges_g']:.2f}" for _, r in es.iterrows() if np.isfinite(r["hedges_g"])}
         try:
             sec["roi_figure"] = F.group_strip_plot(res.values, roles, out.fig(res.analysis, res.metric, "rois"),
@@ -752,8 +775,10 @@ def metric_section(res: MetricResult, data: ReportData, roles: pd.Series, out: _
         except Exception as exc:
             log.warning("report: ROI plot failed for %s/%s: %s", res.analysis, res.metric, exc)
     if res.correlations is not None:
-        sec["correlations"] = make_table(res.correlations, out.rel(res.path / "correlations.tsv"),
-                                         cell_class=sig_rows(res.correlations, alpha))
+        shown = top_rows(res.correlations)
+        sec["correlations"] = make_table(shown, out.rel(res.path / "correlations.tsv"),
+                                         cell_class=sig_rows(shown, alpha))
+        sec["correlations"].truncated = len(res.correlations) - len(shown)
         try:
             sec["scatter"], sec["scatter_table"] = _correlation_plots(res, data, roles, alpha, out)
         except Exception as exc:
