@@ -406,6 +406,14 @@ _DWI_MAPS = {m: Input("dwi", "dwimap", {"model": "tensor", "param": m}, res=DTI_
 _DWI_NEEDS = (*_DWI_MAPS.values(), DWI_MASK)
 _FUNC_MASK_RULE = MaskRule(template="mask", covered="nonzero")
 _FUNC_ROIS = (RoiSet(REVIEW_FUNC_ROIS), RoiSet(clusters=True, longitudinal=False))
+#: ROI-name prefix of the regions made from significant clusters (``RoiSet(clusters=True)``,
+#: :func:`hfsmri.group.runner.cluster_rois`)
+CLUSTER_ROI_PREFIX = "cluster-"
+#: ``roi_set`` values of the ROI tables (``rois.tsv``, ``correlations.tsv``): each is its own
+#: multiple-comparison family (:func:`hfsmri.group.runner.roi_families`)
+ROI_SETS = {"a priori": "declared before the analysis (one family)",
+            "cluster": "significant clusters of the voxel-wise group test (a second family; their group "
+                       "test is circular — selected by the same data — and is descriptive only)"}
 
 _SPECS = (
     AnalysisSpec(

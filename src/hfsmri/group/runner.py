@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..analyses import ANALYSES, MIN_SUBJECTS, STATS_DEFAULTS, of_stage, resolve, setting
+from ..analyses import ANALYSES, CLUSTER_ROI_PREFIX, MIN_SUBJECTS, ROI_SETS, STATS_DEFAULTS, of_stage, resolve, setting
 from ..errors import HfsmriError
 from ..spatial import flip
 from ..stats.design import clinical_score_of, designs_for, is_longitudinal, session_pair
@@ -385,14 +385,6 @@ def voxelwise_designs(gctx, designs, Y, subjects, mask, affine, tfce_setting, st
                          min_cluster_voxels=int(st["min_cluster_voxels"]),
                          variance_smoothing_mm=float(st["variance_smoothing"]), **eng)
     return out
-
-
-#: ROI-name prefix of the regions made from significant clusters (:func:`cluster_rois`)
-CLUSTER_ROI_PREFIX = "cluster-"
-#: ``roi_set`` values of the ROI tables: the declared regions, and the clusters the voxel-wise group test found
-ROI_SETS = {"a priori": "declared before the analysis (one family)",
-            "cluster": "significant clusters of the voxel-wise group test (a second family; their group "
-                       "test is circular — selected by the same data — and is descriptive only)"}
 
 
 def roi_families(table: pd.DataFrame, study, **kw):

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..analyses import ANALYSES, ICA_ANALYSIS
+from ..analyses import ANALYSES, CLUSTER_ROI_PREFIX, ICA_ANALYSIS
 from . import figures as F
 from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
@@ -931,7 +931,7 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
                            if k in df.columns and pd.notna(r[k])), "")
                 contrast = str(r.get("contrast", r.get("direction", r.get("score", what))))
                 score = str(r["score"]) if what == "correlations" and "score" in df.columns else None
-                cluster = str(r.get("roi_set", "")) == "cluster" or str(r[rc]).startswith("cluster-")
+                cluster = str(r.get("roi_set", "")) == "cluster" or str(r[rc]).startswith(CLUSTER_ROI_PREFIX)
                 status = "unknown"
                 if cluster:
                     status = "cluster ROI"
