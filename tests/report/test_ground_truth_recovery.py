@@ -107,6 +107,38 @@ def test_roi_finding_status_planted_related_or_not():
     assert st("alff", "alff", "Precentral_L", 1.0, flip_to="R") == "planted"
     assert st("alff", "alff", "Precentral_L", 1.0, flip_to="L") == "not planted"
     assert st("alff", "alff", "Precentral_R", 1.0, flip_to="L") == "planted"
+    # spatial: a tract ROI whose name matches no effect but that runs through a planted region of its
+    # metric (>= ROI_OVERLAP_MIN of its voxels) is planted; a smaller overlap is not
+    from hfsmri.report.ground_truth import ROI_OVERLAP_MIN
+
+    roi = np.zeros((10, 10, 10), bool)
+    roi[2:6, 2:6, 2:6] = True                                   # 64 voxels
+    planted = np.zeros_like(roi)
+    planted[5:9, 2:6, 2:6] = True                               # 16 of the ROI's voxels (25 %)
+    on = lambda e: planted if e["effect_id"] == "wm-slf" else None
+    assert st("dwi_rois", "md", "acousticL", -1.0, roi_mask=roi, effect_mask=on) == "planted"
+    assert st("dwi_rois", "md", "acousticL", +1.0, roi_mask=roi, effect_mask=on) == "not planted"
+    tiny = np.zeros_like(roi)
+    tiny[5, 2, 2] = True                                        # 1 of 64 voxels < ROI_OVERLAP_MIN
+    assert 1 / 64 < ROI_OVERLAP_MIN
+    assert st("dwi_rois", "md", "acousticL", -1.0, roi_mask=roi, effect_mask=lambda e: tiny) == "not planted"
     # another acquisition is never "related": GM thalamus does not make a BOLD ROI related
     assert set(related_effects(eff, "alff", "alff")["effect_id"]) == {"reho-cingulate-l"}
     assert set(related_effects(eff, "dwi_rois", "fa")["effect_id"]) == {"wm-slf"}
+
+
+def test_roi_masks_rebuilt_offline_for_ground_truth():
+    """ROI masks for the spatial ground truth: a tract of dwi_rois, an atlas ROI volume (aal_<label>)
+    and a declared spec land on the named side of the MNI grid; an unknown name gives None."""
+    import nibabel as nib
+
+    from hfsmri.report.ground_truth import roi_mask_on
+
+    aff = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.zeros((91, 109, 91), np.uint8), aff)
+    for roi, spec, side in (("acousticL", None, -1), ("aal_Putamen_R", None, 1), ("MCC_L", "aal:Cingulate_Mid_L", -1)):
+        m = roi_mask_on(roi, spec, img)
+        assert m is not None and m.sum() > 20
+        x = (aff @ np.c_[np.argwhere(m), np.ones(int(m.sum()))].T)[0]
+        assert np.sign(np.median(x)) == side, roi
+    assert roi_mask_on("cluster-patient-gt-control-1", None, img) is None

@@ -20,8 +20,8 @@ from . import figures as F
 from ..stats.clusters import significant_peak
 from .collect import MetricResult, ReportData, collect, subject_label
 from .demographics import demographics_table, sides_table
-from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, norm, pick_column, roi_column, roi_row_status,
-                           score_effects, summarise)
+from .ground_truth import (P_COLUMNS, R_COLUMNS, SCORE_COLUMNS, effect_mask_getter, norm, pick_column, roi_column,
+                           roi_mask_on, roi_row_status, score_effects, summarise)
 from .methods import methods_markdown, methods_sections, versions
 from .units import metric_unit, stat_label
 
@@ -916,6 +916,17 @@ def _declared_rois(analysis: str) -> dict:
 def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
     """Significant rows of ``rois.tsv`` / ``correlations.tsv`` (first corrected p column < alpha)."""
     rows = []
+    grid, effect_mask, roi_masks = None, None, {}
+    if gt and not gt.get("error") and gt.get("effects_df") is not None:
+        grid, effect_mask = effect_mask_getter(gt["path"], gt["effects_df"], gt.get("flip_to"))
+
+    def roi_mask(analysis, roi):
+        if grid is None:
+            return None
+        if (analysis, roi) not in roi_masks:
+            roi_masks[(analysis, roi)] = roi_mask_on(roi, _declared_rois(analysis).get(roi), grid)
+        return roi_masks[(analysis, roi)]
+
     for sec, res in sections:
         for df, what in ((res.rois, "rois"), (res.correlations, "correlations")):
             if df is None or df.empty:
@@ -938,7 +949,8 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
                 elif gt and not gt.get("error") and gt.get("effects_df") is not None:
                     status = roi_row_status(gt["effects_df"], res.analysis, res.metric, str(r[rc]),
                                             float(np.sign(pd.to_numeric(stat, errors="coerce"))), score=score,
-                                            flip_to=gt.get("flip_to"), roi_spec=_declared_rois(res.analysis).get(str(r[rc])))
+                                            flip_to=gt.get("flip_to"), roi_spec=_declared_rois(res.analysis).get(str(r[rc])),
+                                            roi_mask=roi_mask(res.analysis, str(r[rc])), effect_mask=effect_mask)
                 # a cluster ROI's group test is circular (the cluster was selected by the same group
                 # contrast): in the TSV, never a headline; its clinical correlations are findings with a note
                 finding = not (cluster and what == "rois")

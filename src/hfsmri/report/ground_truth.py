@@ -237,12 +237,57 @@ def _key_matches(core, side, keys) -> bool:
     return False
 
 
+def _covers(roi_mask, effect_mask, e) -> bool:
+    if roi_mask is None or effect_mask is None:
+        return False
+    m = effect_mask(e)
+    return m is not None and m.shape == roi_mask.shape and \
+        float((m & roi_mask).sum()) >= ROI_OVERLAP_MIN * float(roi_mask.sum())
+
+
 def _mirrored_keys(keys) -> list[tuple[str, str | None]]:
     return [(k, {"l": "r", "r": "l"}.get(side, side)) for k, side in keys]
 
 
+def roi_mask_on(roi: str, roi_spec, img) -> np.ndarray | None:
+    """The ROI's mask on ``img``'s grid when it can be rebuilt offline: a declared region spec
+    (:func:`hfsmri.spatial.atlas.region_mask`), a tract or callosal part of
+    :func:`hfsmri.dwi.tracts.tract_masks`, an atlas ROI named ``aal_<label>``; else None."""
+    from ..dwi.tracts import REVIEW_NAMES, tract_masks
+    from ..spatial.atlas import region_mask
+
+    try:
+        if roi_spec is not None:
+            m = region_mask(roi_spec, img)
+        elif roi in REVIEW_NAMES:
+            m = tract_masks(img, names=[roi]).get(roi)
+        elif str(roi).startswith("aal_"):
+            m = region_mask("aal:" + str(roi)[4:], img)
+        else:
+            return None
+    except (ValueError, KeyError):
+        return None
+    return None if m is None or not np.any(m) else np.asarray(m, bool)
+
+
+def effect_mask_getter(gt_dir, effects: pd.DataFrame, flip_to=None):
+    """``(grid image, effect row -> bool mask on it)`` for the planted masks of ``gt_dir`` (the grid
+    of the first mask that exists; ipsi/contra masks placed as :class:`_Masks` does), or (None, None)."""
+    masks = _Masks(Path(gt_dir), flip_to)
+    for rel in (effects["mask"] if effects is not None and "mask" in effects.columns else []):
+        if _present(rel) and (Path(gt_dir) / str(rel)).is_file():
+            img = nib.load(str(Path(gt_dir) / str(rel)))
+            return img, (lambda e: _row_mask(masks, e, img.shape, img.affine))
+    return None, None
+
+
+#: share of an ROI's voxels inside a planted effect's mask above which the ROI mean carries the effect
+ROI_OVERLAP_MIN = 0.05
+
+
 def roi_row_status(effects: pd.DataFrame, analysis: str, metric: str, roi, sign: float,
-                   score: str | None = None, flip_to: str | None = None, roi_spec=None) -> str:
+                   score: str | None = None, flip_to: str | None = None, roi_spec=None,
+                   roi_mask=None, effect_mask=None) -> str:
     """Ground truth of one significant ROI row: ``"planted"`` when a planted effect of this
     analysis/metric lies in the ROI (label-name match as the scoring, :func:`roi_matches`; for
     ipsi/contra effects the side the study's ``flip_to`` puts them on, either side when unflipped)
@@ -250,7 +295,10 @@ def roi_row_status(effects: pd.DataFrame, analysis: str, metric: str, roi, sign:
     (``score``): sign of r against ``clinical_r`` of that score), else ``"not planted"``.
     ``roi_spec``: the ROI's region spec when the analysis declares it (its label names match too).
     ``"related (<effect ids>)"`` when instead a planted effect of another analysis/metric on the same
-    acquisition lies in the ROI (:func:`related_effects`; e.g. ALFF in a region with planted ReHo)."""
+    acquisition lies in the ROI (:func:`related_effects`; e.g. ALFF in a region with planted ReHo).
+    With ``roi_mask`` (bool array) and ``effect_mask(effect row) -> bool array`` on its grid, an effect
+    covering at least :data:`ROI_OVERLAP_MIN` of the ROI's voxels also counts (a tract ROI that runs
+    through a planted region), whatever the names."""
     if effects is None or not len(effects) or not np.isfinite(sign) or sign == 0:
         return "not planted"
     for _, e in effects.iterrows():
@@ -269,14 +317,14 @@ def roi_row_status(effects: pd.DataFrame, analysis: str, metric: str, roi, sign:
         keys = region_tokens(e.get("region"), e.get("effect_id"))
         mode = _mirror_mode(e.get("hemisphere"), flip_to)
         cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
-        if roi_matches(roi, cand, roi_spec):
+        if roi_matches(roi, cand, roi_spec) or _covers(roi_mask, effect_mask, e):
             return "planted"
     rel = []
     for _, e in related_effects(effects, analysis, metric, flip_to).iterrows():
         keys = region_tokens(e.get("region"), e.get("effect_id"))
         mode = _mirror_mode(e.get("hemisphere"), flip_to)
         cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
-        if roi_matches(roi, cand, roi_spec):
+        if roi_matches(roi, cand, roi_spec) or _covers(roi_mask, effect_mask, e):
             rel.append(str(e["effect_id"]))
     return f"related ({', '.join(sorted(set(rel)))})" if rel else "not planted"
 
