@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,7 @@ class GroupContext:
     participant_summaries: dict = field(default_factory=dict)
     client: Any = None   # dask.distributed client of --scheduler (permutation blocks), or None
     qc_decisions: Any = None  # hfsmri.qc.decisions.QcDecisions of the run: who each modality analyses
-    tick: Any = None          # callable(n): advance the group progress bar by n contrast maps, or None
-    progress_units: dict = field(default_factory=dict)  # analysis -> expected contrast maps (group/runner.expected_maps)
+    tick: Any = None          # callable(): advance the group progress bar by one metric's contrast maps, or None
 
     def __post_init__(self):
         if self.log is None:
@@ -429,11 +429,12 @@ def run_group_level(study, out: Derivatives, options: RunOptions) -> dict:
     decisions = gctx.qc_decisions = decide(study, out)
     decisions.write(out.group_path(kind="folder"))
     log.info("group level: %s", decisions.sentence())
-    from .group.runner import expected_maps
+    from .group.runner import contrasts_per_metric, expected_maps
 
-    units = expected_maps(study, analyses)  # on a terminal: contrast maps (analyses x metrics x contrasts)
+    per_metric = contrasts_per_metric(study)  # on a terminal: contrast maps (analyses x metrics x contrasts)
+    units = expected_maps(study, analyses, per_metric)
     gbar = progress_bar(sum(units.values()), "group", "map")
-    gctx.tick, gctx.progress_units = (gbar.update if gbar is not None else None), units
+    gctx.tick = partial(gbar.update, per_metric) if gbar is not None else None
     with client_for(options.scheduler) as gctx.client, job_tempdir(scratch_root(gctx.work_dir)), \
             (gbar if gbar is not None else contextlib.nullcontext()):
         for stage in _ticking(group_stages(analyses), gbar, units):

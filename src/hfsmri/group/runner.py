@@ -80,26 +80,24 @@ def resolution(gctx, ref):
 
 
 # --------------------------------------------------------------------------- stages and analyses
-def expected_maps(study, analyses) -> dict:
-    """Progress units of the group level: ``{analysis: metrics x contrasts}`` of the cross-sectional
-    designs over every participant (an analysis whose metrics are derived at run time, e.g. the ICA
-    components, counts one metric; the bar is corrected when its stage ends). For the group
+def contrasts_per_metric(study) -> int:
+    """Contrast maps of one metric: the contrasts of the cross-sectional designs over every
+    participant (at least 1; a design fault is reported by the stage itself). For the group
     progress bar only: no inference depends on it."""
     try:
         designs, _ = designs_for(study, list(study.participants.index))
-        n_con = max(1, sum(len(d.contrasts) for d in designs.values()))
-    except Exception:  # a design fault is reported by the stage itself
-        n_con = 1
-    return {a: n_con * (1 if ANALYSES[a].derive else max(1, len(ANALYSES[a].metrics)))
+        return max(1, sum(len(d.contrasts) for d in designs.values()))
+    except Exception:
+        return 1
+
+
+def expected_maps(study, analyses, per_metric: int | None = None) -> dict:
+    """Progress units of the group level: ``{analysis: metrics x contrasts}`` (``per_metric``:
+    :func:`contrasts_per_metric`; an analysis whose metrics are derived at run time, e.g. the ICA
+    components, counts one metric; the bar is corrected when its stage ends)."""
+    per = contrasts_per_metric(study) if per_metric is None else per_metric
+    return {a: per * (1 if ANALYSES[a].derive else max(1, len(ANALYSES[a].metrics)))
             for a in analyses if a in ANALYSES}
-
-
-def _tick(gctx, spec) -> None:
-    """Advance the group bar by one metric's contrasts (``gctx.tick``, set by the pipeline)."""
-    tick = getattr(gctx, "tick", None)
-    if tick is not None:
-        per = (getattr(gctx, "progress_units", None) or {}).get(spec.name, 1)
-        tick(max(1, per // (1 if spec.derive else max(1, len(spec.metrics)))))
 
 
 def run_stage(gctx, stage: str) -> dict:
@@ -139,7 +137,8 @@ def run_analysis(gctx, spec) -> dict:
         except HfsmriError as exc:
             gctx.log.error("%s/%s: %s", spec.name, name, exc)
             out[name] = {"error": str(exc)}
-        _tick(gctx, spec)
+        if getattr(gctx, "tick", None) is not None:
+            gctx.tick()  # one metric's contrast maps on the group progress bar
     if stats_of(gctx)["familywise"] == "metrics" and len(kept) > 1:
         metrics_family(gctx, spec, kept, out)
     return out

@@ -920,14 +920,13 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
     if gt and not gt.get("error") and gt.get("effects_df") is not None:
         grid, effect_mask = effect_mask_getter(gt["path"], gt["effects_df"], gt.get("flip_to"))
 
-    def roi_mask(analysis, roi):
-        if grid is None:
-            return None
-        if (analysis, roi) not in roi_masks:
-            roi_masks[(analysis, roi)] = roi_mask_on(roi, _declared_rois(analysis).get(roi), grid)
-        return roi_masks[(analysis, roi)]
+    def roi_mask(analysis, roi, spec):
+        if grid is not None and (analysis, roi) not in roi_masks:
+            roi_masks[(analysis, roi)] = roi_mask_on(roi, spec, grid)
+        return roi_masks.get((analysis, roi))
 
     for sec, res in sections:
+        declared = _declared_rois(res.analysis)
         for df, what in ((res.rois, "rois"), (res.correlations, "correlations")):
             if df is None or df.empty:
                 continue
@@ -947,10 +946,11 @@ def _roi_findings(sections: list, alpha: float, gt: dict | None) -> list[dict]:
                 if cluster:
                     status = "cluster ROI"
                 elif gt and not gt.get("error") and gt.get("effects_df") is not None:
+                    spec = declared.get(str(r[rc]))
                     status = roi_row_status(gt["effects_df"], res.analysis, res.metric, str(r[rc]),
                                             float(np.sign(pd.to_numeric(stat, errors="coerce"))), score=score,
-                                            flip_to=gt.get("flip_to"), roi_spec=_declared_rois(res.analysis).get(str(r[rc])),
-                                            roi_mask=roi_mask(res.analysis, str(r[rc])), effect_mask=effect_mask)
+                                            flip_to=gt.get("flip_to"), roi_spec=spec,
+                                            roi_mask=roi_mask(res.analysis, str(r[rc]), spec), effect_mask=effect_mask)
                 # a cluster ROI's group test is circular (the cluster was selected by the same group
                 # contrast): in the TSV, never a headline; its clinical correlations are findings with a note
                 finding = not (cluster and what == "rois")

@@ -217,10 +217,8 @@ def region_tokens(region, effect_id=None) -> list[tuple[str, str | None]]:
 def roi_matches(roi_name, keys, roi_spec=None) -> bool:
     """Whether an ROI (its table name, and the label names of its region spec when known) matches
     any of the effect's ``keys`` (:func:`region_tokens`)."""
-    if roi_spec is not None:
-        names = [k for k in region_tokens(roi_spec)]
-        if any(_key_matches(c, sd, keys) for c, sd in names):
-            return True
+    if roi_spec is not None and any(_key_matches(c, sd, keys) for c, sd in region_tokens(roi_spec)):
+        return True
     core, side = _name_key(roi_name)
     return _key_matches(core, side, keys)
 
@@ -245,8 +243,12 @@ def _covers(roi_mask, effect_mask, e) -> bool:
         float((m & roi_mask).sum()) >= ROI_OVERLAP_MIN * float(roi_mask.sum())
 
 
-def _mirrored_keys(keys) -> list[tuple[str, str | None]]:
-    return [(k, {"l": "r", "r": "l"}.get(side, side)) for k, side in keys]
+def _placed_keys(e, flip_to) -> list[tuple[str, str | None]]:
+    """:func:`region_tokens` of an effect row on the side(s) the study puts it (:func:`_mirror_mode`:
+    ipsi/contra effects mirrored when aligned to L, both sides when unflipped)."""
+    keys = region_tokens(e.get("region"), e.get("effect_id"))
+    mirrored = [(k, {"l": "r", "r": "l"}.get(side, side)) for k, side in keys]
+    return {"none": keys, "mirror": mirrored, "both": keys + mirrored}[_mirror_mode(e.get("hemisphere"), flip_to)]
 
 
 def roi_mask_on(roi: str, roi_spec, img) -> np.ndarray | None:
@@ -314,17 +316,11 @@ def roi_row_status(effects: pd.DataFrame, analysis: str, metric: str, roi, sign:
             want = e["clinical_r"]
         if np.sign(float(want)) != np.sign(sign):
             continue
-        keys = region_tokens(e.get("region"), e.get("effect_id"))
-        mode = _mirror_mode(e.get("hemisphere"), flip_to)
-        cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
-        if roi_matches(roi, cand, roi_spec) or _covers(roi_mask, effect_mask, e):
+        if roi_matches(roi, _placed_keys(e, flip_to), roi_spec) or _covers(roi_mask, effect_mask, e):
             return "planted"
     rel = []
     for _, e in related_effects(effects, analysis, metric, flip_to).iterrows():
-        keys = region_tokens(e.get("region"), e.get("effect_id"))
-        mode = _mirror_mode(e.get("hemisphere"), flip_to)
-        cand = {"none": keys, "mirror": _mirrored_keys(keys), "both": keys + _mirrored_keys(keys)}[mode]
-        if roi_matches(roi, cand, roi_spec) or _covers(roi_mask, effect_mask, e):
+        if roi_matches(roi, _placed_keys(e, flip_to), roi_spec) or _covers(roi_mask, effect_mask, e):
             rel.append(str(e["effect_id"]))
     return f"related ({', '.join(sorted(set(rel)))})" if rel else "not planted"
 

@@ -484,9 +484,6 @@ OBSERVED_FILE = Path(__file__).with_name("observed_effects.tsv")
 OBSERVED_COLUMNS = ["setting", "n_per_group_measured", "n_studies", "effect_id", "analysis", "metric", "modality",
                     "planted_d", "observed_d", "ci_lo", "ci_hi", "observed_d_voxel_median", "control_cv_roi",
                     "planted_r", "observed_r"]
-#: analyses tested voxel-wise (hfsmri.analyses.VOXELWISE_ANALYSES): their surviving per-voxel d is the
-#: median over the effect's mask of the voxel-wise d; ROI tables use the ROI value's d; an analysis
-#: read from another's maps (hfsmri.analyses.SAME_MAPS_AS) takes its measurement
 #: floor of a surviving d (a reversed or vanished effect): keeps the test planted, with power ~ 0
 MIN_SURVIVING_D = 1e-3
 
