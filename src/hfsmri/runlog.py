@@ -43,7 +43,7 @@ class RunRecord:
         self.logs_dir = Path(logs_dir)
         self.path = self.logs_dir / f"run-{stamp}-{self.id}_{level}.json"
         self.data = {"run_id": f"{stamp}-{self.id}", "level": level, "status": "running",
-                     "started": _utc(self.t0), "finished": None,
+                     "started": _utc(self.t0), "started_epoch": self.t0, "finished": None,
                      "argv": list(sys.argv if argv is None else argv), "host": socket.gethostname(),
                      "pid": os.getpid(), **info}
         from . import __version__
@@ -69,7 +69,9 @@ class RunRecord:
 
 
 def run_records(logs_dir: str | Path, level: str | None = None) -> list[dict]:
-    """Every run record in ``logs_dir`` (oldest first), optionally of one level; unreadable ones skipped."""
+    """Every run record in ``logs_dir`` (oldest first: by the precise start time, so two runs started in
+    the same second, as array jobs are, keep their order), optionally of one level; unreadable ones
+    skipped."""
     out = []
     for p in sorted(Path(logs_dir).glob(RECORD_GLOB)):
         if level is not None and not p.name.endswith(f"_{level}.json"):
@@ -80,7 +82,7 @@ def run_records(logs_dir: str | Path, level: str | None = None) -> list[dict]:
             continue
         if isinstance(rec, dict):
             out.append(rec)
-    return out
+    return sorted(out, key=lambda r: float(r.get("started_epoch") or 0.0))  # stable: file-name order on ties
 
 
 def merged_participant_runs(logs_dir: str | Path) -> tuple[dict, list[dict]]:
